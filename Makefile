@@ -1,0 +1,52 @@
+# The two commands of the README, and the steps they need. Each target installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Wheels that compile (tpm2-pytss takes ~40 s) are built once here and reused by every checkout.
+WHEEL_CACHE ?= $(HOME)/.cache/appliance/wheels
+COMPILED_WHEELS := tpm2-pytss==3.0.0 systemd-python==235
+STATE_DIR ?= $(CURDIR)/.state
+APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config \
+	swtpm swtpm-tools tpm2-tools libtss2-dev libsystemd-dev
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help deps venv run test lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the appliance and its tests need (apt)
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing $$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "deps: Debian packages present"; fi
+
+$(VENV)/.installed: pyproject.toml
+	@$(MAKE) --no-print-directory deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	mkdir -p $(WHEEL_CACHE)
+	$(PY) -m pip wheel -q --find-links $(WHEEL_CACHE) --wheel-dir $(WHEEL_CACHE) $(COMPILED_WHEELS)
+	$(PY) -m pip install -q --find-links $(WHEEL_CACHE) -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the project and its test tools
+
+run: deps venv ## run the appliance here (a software TPM under .state when there is no /dev/tpmrm0)
+	$(VENV)/bin/appliance --state-dir $(STATE_DIR) run
+
+test: deps venv ## the whole suite: ruff, mypy --strict, and the tests on real swtpm instances
+	$(VENV)/bin/pytest
+
+bench: deps venv ## benchmarks (print tables and name: value lines)
+	$(PY) bench/trust.py
+
+clean: ## remove the venv and local state (the wheel cache stays)
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,69 @@
+"""Atomic, durable file writes.
+
+Every file the box must not lose is written here: a temporary file in the same folder, fsync,
+``os.replace`` over the target, then fsync of the folder so that the rename itself survives a
+power cut (the pattern of python-tuf's ``_persist_metadata``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from appliance.errors import StorageError
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (new names, renames) to stable storage."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` atomically when the block ends without error.
+
+    On error the temporary file is removed and ``path`` keeps its old content.
+    Raises StorageError when the folder cannot be written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {path}: {exc.strerror}.",
+            "Check that the state folder exists, is writable and the disk is not full.",
+        ) from exc
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    try:
+        with atomic_writer(path, mode) as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {path}: {exc.strerror}.",
+            "Check that the state folder is writable and the disk is not full.",
+        ) from exc

@@ -1,0 +1,81 @@
+"""``appliance run``: bring the appliance up on this machine and keep it up until stopped.
+
+It grows with the product: today it starts the TPM (an embedded swtpm when there is no
+``/dev/tpmrm0``) and brings the trust core up; the API, the DICOM receiver and the update agent
+join as they land. It prints what it started and where, tells systemd it is ready when run as a
+``Type=notify`` unit, and stops everything orderly on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import TextIO
+
+from appliance.config import Config
+from appliance.trust import core
+from appliance.trust.connection import tpm_endpoint
+from appliance.trust.tpm import open_tpm
+
+log = logging.getLogger(__name__)
+
+
+def _notify(state: str) -> None:
+    try:
+        from systemd import daemon
+    except ImportError:
+        return
+    daemon.notify(state)
+
+
+def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int:
+    """Start the appliance, report to ``out``, and block until ``stop`` is set or a signal."""
+    stop = stop or _stop_on_signals()
+    say = _printer(out)
+    say(f"state dir      {config.state_dir}")
+    with tpm_endpoint(config) as endpoint:
+        say(f"TPM            {endpoint.description}")
+        with open_tpm(endpoint.tcti) as tpm:
+            code = None
+            if not core.key_store(config).is_enrolled():
+                code = core.enroll(tpm, config)
+            core.bring_up(tpm, config)
+            state = core.state(tpm, config)
+        pcrs = ",".join(map(str, config.pcrs))
+        keys = ", ".join(k.name for k in state.keys)
+        say(f"trust core     ready: keys {keys} unseal with PCRs {pcrs}; "
+            f"anti-rollback floor {state.floor}; TPM lockout "
+            f"{'YES' if state.lockout.in_lockout else 'no'}")  # fmt: skip
+        if code:
+            say("first start: keys enrolled. Recovery code, shown ONCE, write it down:")
+            say(f"    {code}")
+        say("ready; press Ctrl-C to stop")
+        _notify("READY=1")
+        log.info("appliance ready")
+        stop.wait()
+        _notify("STOPPING=1")
+        say("stopping")
+    say("stopped")
+    return 0
+
+
+def _printer(out: TextIO) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        out.write(f"appliance: {line}\n")
+        out.flush()
+
+    return say
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received signal %d", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop

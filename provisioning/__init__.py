@@ -1,0 +1,1 @@
+"""Vendor and factory side: keys, bundle build and signing, site set-up."""

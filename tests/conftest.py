@@ -1,0 +1,41 @@
+"""Fixtures that start real components: one swtpm per test on a short unix socket path."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.config import Config
+from appliance.trust.swtpm import Swtpm
+from appliance.trust.tpm import Tpm, open_tpm
+
+
+@pytest.fixture
+def swtpm() -> Iterator[Swtpm]:
+    """A fresh software TPM, stopped orderly after the test."""
+    # Unix socket paths are limited to 108 bytes: keep it short, outside pytest's tmp_path.
+    top = Path(tempfile.mkdtemp(prefix="tpm", dir="/tmp"))
+    instance = Swtpm(top / "state", sock=top / "s")
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def config(tmp_path: Path, swtpm: Swtpm) -> Config:
+    """A Config whose state lives in tmp_path and whose TPM is the test's swtpm."""
+    return Config(state_dir=tmp_path / "state", tcti=swtpm.tcti)
+
+
+@pytest.fixture
+def tpm(swtpm: Swtpm) -> Iterator[Tpm]:
+    """An open connection to the test's swtpm (closed before the swtpm stops)."""
+    with open_tpm(swtpm.tcti) as conn:
+        yield conn

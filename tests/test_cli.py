@@ -1,0 +1,147 @@
+"""The `appliance` command as a user runs it: a real process, a real (embedded) swtpm."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.trust.swtpm import Swtpm
+
+APPLIANCE = [sys.executable, "-m", "appliance.cli"]
+
+
+def appliance(
+    state: Path, *args: str, stdin: str = "", check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_CONFIG"] = "/nonexistent"
+    proc = subprocess.run(
+        [*APPLIANCE, "--state-dir", str(state), *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def state() -> Path:
+    # The embedded swtpm's socket lives in the state dir: keep the path short.
+    top = Path(f"/tmp/st{os.getpid()}-{time.monotonic_ns() % 10**6}")
+    yield top
+    Swtpm(top / "swtpm").kill()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run([*APPLIANCE, "--help"], capture_output=True, text=True, check=True).stdout
+    for word in ("run", "trust", "model", "examples:", "--state-dir", "--tcti"):
+        assert word in out
+    out = subprocess.run(
+        [*APPLIANCE, "trust", "--help"], capture_output=True, text=True, check=True
+    )
+    for word in ("status", "enroll", "recover", "plan-pcr-change", "counter"):
+        assert word in out.stdout
+
+
+def test_unreachable_tpm_gives_a_clear_error(tmp_path: Path) -> None:
+    proc = appliance(
+        tmp_path, "--tcti", "swtpm:path=/nonexistent.sock", "trust", "status", check=False
+    )
+    assert proc.returncode == 1
+    assert "cannot reach the TPM" in proc.stderr
+    assert "what to do:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_is_named(tmp_path: Path) -> None:
+    proc = appliance(tmp_path, "--pcrs", "7,99", "trust", "status", check=False)
+    assert proc.returncode == 2
+    assert "PCR index 99 is out of range" in proc.stderr
+
+
+def test_enroll_status_recover_and_counter_through_the_cli(state: Path) -> None:
+    proc = appliance(state, "trust", "status", check=False)
+    assert proc.returncode == 1 and "appliance trust enroll" in proc.stdout
+    enrolled = appliance(state, "trust", "enroll").stdout
+    code = enrolled.split("ONCE")[1].split()[-1]
+    assert "unseals" in appliance(state, "trust", "status").stdout
+    assert appliance(state, "trust", "counter", "--advance-to", "2").stdout.strip() == "2"
+    assert appliance(state, "trust", "counter").stdout.strip() == "2"
+    assert (state / "swtpm" / "tpm2-00.permall").exists()
+    assert not Swtpm(state / "swtpm").accepts(), "a CLI command left its swtpm running"
+    wrong = appliance(state, "trust", "recover", stdin="0000\n", check=False)
+    assert wrong.returncode == 1 and "not a recovery code" in wrong.stderr
+    assert "re-sealed" in appliance(state, "trust", "recover", stdin=code + "\n").stdout
+
+
+def test_planned_pcr_change_through_the_cli(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    m = hashlib.sha256(b"firmware 2.0").hexdigest()
+    out = appliance(state, "trust", "plan-pcr-change", "--extend", f"7={m}").stdout
+    assert "keys also sealed to PCR 7" in out
+    bad = appliance(state, "trust", "plan-pcr-change", "--extend", "7=zz", check=False)
+    assert bad.returncode == 2 and "PCR=SHA256" in bad.stderr
+
+
+def test_model_encrypt_and_verify_through_the_cli(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    src, dst = state / "m.bin", state / "m.enc"
+    src.write_bytes(os.urandom(3_000_000))
+    appliance(state, "model", "encrypt", str(src), str(dst), "--name", "demo", "--version", "1")
+    assert (
+        "intact"
+        in appliance(state, "model", "verify", str(dst), "--name", "demo", "--version", "1").stdout
+    )
+    bad = appliance(
+        state, "model", "verify", str(dst), "--name", "demo", "--version", "2", check=False
+    )
+    assert bad.returncode == 1 and "Reinstall" in bad.stderr
+
+
+def _run_until_ready(state: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_CONFIG"] = "/nonexistent"
+    proc = subprocess.Popen(
+        [*APPLIANCE, "--state-dir", str(state), "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "ready; press Ctrl-C" in line:
+            return proc, lines
+    proc.kill()
+    pytest.fail("appliance run did not become ready:\n" + "".join(lines))
+
+
+def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
+    proc, lines = _run_until_ready(state)
+    text = "".join(lines)
+    assert "embedded swtpm (pid" in text
+    assert "trust core     ready" in text
+    assert "Recovery code, shown ONCE" in text
+    # While it runs, a CLI command shares its swtpm.
+    assert "unseals" in appliance(state, "trust", "status").stdout
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped" in rest
+    assert not Swtpm(state / "swtpm").accepts()
+    proc, lines = _run_until_ready(state)  # second start: same keys, no new recovery code
+    assert "Recovery code" not in "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
