@@ -11,10 +11,15 @@ TSS2 exceptions are wrapped here, once, into the appliance's error hierarchy.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
+import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import (
@@ -107,24 +112,38 @@ def _rc_error(exc: TSS2_Exception) -> int:
     return int(exc.error)
 
 
+_OUT_OF_SLOTS = (TPM2_RC.OBJECT_MEMORY, TPM2_RC.SESSION_MEMORY)
+
+
+def translate(what: str, exc: TSS2_Exception) -> TpmError | TpmLockoutError:
+    """The appliance error for a TSS2 exception raised while trying to ``what``."""
+    code = _rc_error(exc)
+    if code == TPM2_RC.LOCKOUT:
+        return TpmLockoutError(
+            f"the TPM is in dictionary-attack lockout and refused to {what}.",
+            "Wait for the lockout to expire (see `appliance trust status`), or clear it with "
+            "the lockout authorization: `tpm2_dictionarylockout --clear-lockout`.",
+        )
+    if code in _OUT_OF_SLOTS:
+        return TpmError(
+            f"the TPM has no free object or session slot to {what}.",
+            "Another program holds TPM objects without flushing them; stop it, or restart "
+            "the TPM service (`tpm2_flushcontext -t -s` clears them).",
+        )
+    if code in (TPM2_RC.POLICY_FAIL, TPM2_RC.VALUE) and what == "unseal":
+        return PolicyCheckFailedError(f"the TPM refused to {what}: PCR policy failed.")
+    return TpmError(
+        f"the TPM refused to {what}: {exc}.",
+        "Check `appliance trust status`; if it persists, collect the journal for support.",
+    )
+
+
 def wrap_tss(what: str, func: Callable[[], T]) -> T:
     """Run ``func`` and translate a TSS2 exception into the appliance's error hierarchy."""
     try:
         return func()
     except TSS2_Exception as exc:
-        code = _rc_error(exc)
-        if code == TPM2_RC.LOCKOUT:
-            raise TpmLockoutError(
-                f"the TPM is in dictionary-attack lockout and refused to {what}.",
-                "Wait for the lockout to expire (see `appliance trust status`), or clear it with "
-                "the lockout authorization: `tpm2_dictionarylockout --clear-lockout`.",
-            ) from exc
-        if code in (TPM2_RC.POLICY_FAIL, TPM2_RC.VALUE) and what == "unseal":
-            raise PolicyCheckFailedError(f"the TPM refused to {what}: PCR policy failed.") from exc
-        raise TpmError(
-            f"the TPM refused to {what}: {exc}.",
-            "Check `appliance trust status`; if it persists, collect the journal for support.",
-        ) from exc
+        raise translate(what, exc) from exc
 
 
 class Tpm:
@@ -199,6 +218,8 @@ class Tpm:
             try:
                 obj = self._esapi.load(primary, private, public)
             except TSS2_Exception as exc:
+                if _rc_error(exc) in _OUT_OF_SLOTS:
+                    raise translate("load a sealed key", exc) from exc
                 raise SealedBlobRejectedError(
                     f"the TPM would not load the sealed key: {exc}.",
                     "The TPM was cleared or replaced, or the key file is damaged: re-seal the "
@@ -358,20 +379,74 @@ def _selected(sel: Any) -> list[int]:
     return out
 
 
+def lock_path(tcti: str) -> Path | None:
+    """The lock file that serialises this process's TPM connections with other processes'.
+
+    The kernel's resource manager (``/dev/tpmrm0``) virtualises handles per connection; swtpm and
+    a raw ``/dev/tpm0`` do not, so two clients interleaving would fill the three object slots.
+    """
+    kind, _, conf = tcti.partition(":")
+    if kind == "device" and Path(conf or "/dev/tpmrm0").name.startswith("tpmrm"):
+        return None
+    if kind == "swtpm" and conf.startswith("path="):
+        return Path(f"{conf.removeprefix('path=').split(',')[0]}.lock")
+    digest = hashlib.sha256(tcti.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"appliance-tpm-{digest}.lock"
+
+
+class _ProcessLocks:
+    """flock across processes, re-entrant within this one.
+
+    flock is per open file, so a nested connection in the same process (a test that holds one
+    while it stops the swtpm) would wait for itself; nesting counts instead.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.RLock()
+        self._held: dict[Path, tuple[TextIO, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, path: Path | None) -> Iterator[None]:
+        if path is None:
+            yield
+            return
+        with self._guard:
+            fh, depth = self._held.get(path) or (path.open("a"), 0)
+            if depth == 0:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            self._held[path] = (fh, depth + 1)
+            try:
+                yield
+            finally:
+                fh, depth = self._held.pop(path)
+                if depth > 1:
+                    self._held[path] = (fh, depth - 1)
+                else:
+                    fh.close()  # releases the flock
+
+
+_LOCKS = _ProcessLocks()
+
+
 @contextlib.contextmanager
 def open_tpm(tcti: str) -> Iterator[Tpm]:
-    """Connect to the TPM through ``tcti`` (``device:/dev/tpmrm0``, ``swtpm:path=...``)."""
+    """Connect to the TPM through ``tcti`` (``device:/dev/tpmrm0``, ``swtpm:path=...``).
+
+    Where the TPM has no resource manager, the connection holds an exclusive lock for its whole
+    life, so keep the block short.
+    """
     # The TSS logs every TPM refusal to stderr on its own; we report errors ourselves, once.
     os.environ.setdefault("TSS2_LOG", "all+NONE")
-    try:
-        esapi = ESAPI(tcti)
-    except TSS2_Exception as exc:
-        raise TpmUnavailableError(
-            f"cannot reach the TPM through '{tcti}': {exc}.",
-            "On the box check that /dev/tpmrm0 exists and the TPM is enabled in the firmware; "
-            "in development run `make run`, which starts a software TPM.",
-        ) from exc
-    try:
-        yield Tpm(esapi)
-    finally:
-        esapi.close()
+    with _LOCKS.hold(lock_path(tcti)):
+        try:
+            esapi = ESAPI(tcti)
+        except TSS2_Exception as exc:
+            raise TpmUnavailableError(
+                f"cannot reach the TPM through '{tcti}': {exc}.",
+                "On the box check that /dev/tpmrm0 exists and the TPM is enabled in the firmware; "
+                "in development run `make run`, which starts a software TPM.",
+            ) from exc
+        try:
+            yield Tpm(esapi)
+        finally:
+            esapi.close()

@@ -73,11 +73,10 @@ def test_editing_sealed_pcr_values_does_not_fool_the_tpm(tpm: Tpm, config: Confi
         core.key_store(config).unseal(tpm, KeyName.AUDIT)
 
 
-def test_unseal_from_a_new_process_after_swtpm_restart(
-    swtpm: Swtpm, tpm: Tpm, config: Config
-) -> None:
-    core.enroll(tpm, config)
-    expected = core.key_store(config).unseal(tpm, KeyName.MODEL_STORE)
+def test_unseal_from_a_new_process_after_swtpm_restart(swtpm: Swtpm, config: Config) -> None:
+    with open_tpm(swtpm.tcti) as tpm:  # closed before the other process needs the TPM
+        core.enroll(tpm, config)
+        expected = core.key_store(config).unseal(tpm, KeyName.MODEL_STORE)
     swtpm.stop()
     swtpm.start()
     script = (
@@ -186,3 +185,35 @@ def test_many_operations_leak_no_handles(tpm: Tpm, config: Config) -> None:
     for _ in range(10):
         store.unseal_all(tpm)
     assert tpm.loaded_handles() == 0
+
+
+UNSEALER = """
+import sys
+from pathlib import Path
+from appliance.trust.keys import KeyStore, KeyName
+from appliance.trust.tpm import open_tpm
+for _ in range(int(sys.argv[3])):
+    with open_tpm(sys.argv[1]) as t:
+        KeyStore(Path(sys.argv[2]), (7, 11)).unseal(t, KeyName.AUDIT)
+print("ok")
+"""
+
+
+def test_two_clients_at_once_share_the_swtpm(swtpm: Swtpm, config: Config) -> None:
+    """swtpm serves one connection at a time; short trust calls from two processes interleave."""
+    with open_tpm(swtpm.tcti) as tpm:
+        core.enroll(tpm, config)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", UNSEALER, swtpm.tcti, str(config.trust_dir), "15"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "ok", err
+    with open_tpm(swtpm.tcti) as tpm:
+        assert tpm.loaded_handles() == 0
