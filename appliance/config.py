@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,31 @@ class Config:
     api_port: int = 8443
     dicom_port: int = 11112
     log_level: str = "INFO"
+    box_id: str = "appliance"
+    # Identity: HIPAA 164.312(a)(2)(iii) automatic logoff, and lockout after failed logins.
+    session_ttl_minutes: int = 480
+    session_idle_minutes: int = 15
+    lockout_threshold: int = 5
+    lockout_minutes: int = 15
+    service_token_days: int = 365
+    # Audit: HIPAA asks to keep documentation six years (164.316(b)(2)).
+    audit_checkpoint_every: int = 100
+    audit_retention_days: int = 6 * 365
 
     @property
     def trust_dir(self) -> Path:
         """Sealed key blobs and the recovery wrap."""
         return self.state_dir / "trust"
+
+    @property
+    def identity_db(self) -> Path:
+        """Accounts, hashed tokens, break-glass uses (SQLite, WAL)."""
+        return self.state_dir / "identity.db"
+
+    @property
+    def audit_dir(self) -> Path:
+        """The hash-chained audit log."""
+        return self.state_dir / "audit"
 
     @property
     def swtpm_dir(self) -> Path:
@@ -65,8 +85,19 @@ _ENV = {
     "APPLIANCE_API_PORT": "api_port",
     "APPLIANCE_DICOM_PORT": "dicom_port",
     "APPLIANCE_LOG_LEVEL": "log_level",
+    "APPLIANCE_BOX_ID": "box_id",
+    "APPLIANCE_SESSION_IDLE_MINUTES": "session_idle_minutes",
 }
 _KNOWN = {f.name for f in fields(Config)}
+_POSITIVE_INTS = {
+    "session_ttl_minutes",
+    "session_idle_minutes",
+    "lockout_threshold",
+    "lockout_minutes",
+    "service_token_days",
+    "audit_checkpoint_every",
+    "audit_retention_days",
+}
 
 
 def _port(name: str, value: Any) -> int:
@@ -79,27 +110,61 @@ def _port(name: str, value: Any) -> int:
     return port
 
 
+def _positive(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0:
+        raise ConfigError(f"{name} is '{value}'; it must be a whole number above 0.")
+    return number
+
+
+def _pcrs(name: str, value: Any) -> tuple[int, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        return normalize_pcrs(int(p) for p in items if str(p).strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"pcrs is '{value}', not a list of PCR numbers.", "Write it as 7,11."
+        ) from exc
+
+
+def _log_level(name: str, value: Any) -> str:
+    level = str(value).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log_level '{value}' is unknown.", "Use DEBUG, INFO or WARNING.")
+    return level
+
+
+def _box_id(name: str, value: Any) -> str:
+    # It names the box in exported audit messages (an RFC 5424 HOSTNAME): printable, no spaces.
+    text = str(value)
+    if not 0 < len(text) <= 255 or any(not 33 <= ord(c) <= 126 for c in text):  # noqa: PLR2004
+        raise ConfigError(
+            f"box_id '{value}' is not usable as a host name.",
+            "Use letters, digits, dots and dashes, e.g. clinic-a-box1.",
+        )
+    return text
+
+
+_COERCE: dict[str, Callable[[str, Any], Any]] = {
+    "state_dir": lambda _, v: Path(v).expanduser().absolute(),
+    "pcrs": _pcrs,
+    "api_port": _port,
+    "dicom_port": _port,
+    "counter_index": lambda _, v: int(v, 0) if isinstance(v, str) else int(v),
+    "log_level": _log_level,
+    "box_id": _box_id,
+}
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Turn a raw value from TOML, the environment or a flag into the field's type."""
-    if name == "state_dir":
-        return Path(value).expanduser().absolute()
-    if name == "pcrs":
-        items = value.split(",") if isinstance(value, str) else value
-        try:
-            return normalize_pcrs(int(p) for p in items if str(p).strip())
-        except ValueError as exc:
-            raise ConfigError(
-                f"pcrs is '{value}', not a list of PCR numbers.", "Write it as 7,11."
-            ) from exc
-    if name in ("api_port", "dicom_port"):
-        return _port(name, value)
-    if name == "counter_index":
-        return int(value, 0) if isinstance(value, str) else int(value)
-    if name == "log_level":
-        level = str(value).upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"log_level '{value}' is unknown.", "Use DEBUG, INFO or WARNING.")
-        return level
+    if name in _POSITIVE_INTS:
+        return _positive(name, value)
+    if name in _COERCE:
+        return _COERCE[name](name, value)
     return None if value in ("", None) else str(value)
 
 

@@ -78,3 +78,35 @@ class CounterError(TrustError):
 
 class ModelIntegrityError(TrustError):
     """An encrypted model file was modified, truncated, reordered or belongs to another model."""
+
+
+class IdentityError(ApplianceError):
+    """Base of the identity errors: authentication, sessions, accounts, permissions."""
+
+
+class AuthenticationError(IdentityError):
+    """Unknown user or wrong password (deliberately not saying which)."""
+
+    exit_code = 3
+
+
+class AccountLockedError(IdentityError):
+    """Too many failed logins: the account is locked for a while."""
+
+    exit_code = 3
+
+
+class SessionExpiredError(IdentityError):
+    """The session token expired, was revoked, or was logged off for idleness."""
+
+    exit_code = 3
+
+
+class PermissionDeniedError(IdentityError):
+    """The authenticated principal's role does not grant the permission asked for."""
+
+    exit_code = 3
+
+
+class AccountError(IdentityError):
+    """An account cannot be created or changed as asked (exists, missing, weak password...)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from appliance.config import Config
+from appliance.runtime import Runtime
 from appliance.trust import core
 from appliance.trust.connection import tpm_endpoint
 from appliance.trust.tpm import open_tpm
@@ -51,14 +52,29 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
         if code:
             say("first start: keys enrolled. Recovery code, shown ONCE, write it down:")
             say(f"    {code}")
-        say("ready; press Ctrl-C to stop")
-        _notify("READY=1")
-        log.info("appliance ready")
-        stop.wait()
-        _notify("STOPPING=1")
-        say("stopping")
+        runtime = Runtime(config, endpoint)
+        try:
+            _report_break_glass(runtime, say)
+            say(f"audit trail    {config.audit_dir}")
+            say("ready; press Ctrl-C to stop")
+            _notify("READY=1")
+            log.info("appliance ready")
+            stop.wait()
+            _notify("STOPPING=1")
+            say("stopping")
+            # Anchor the tail of the audit log in the TPM so that a later rollback shows.
+            runtime.audit.checkpoint()
+        finally:
+            runtime.close()
     say("stopped")
     return 0
+
+
+def _report_break_glass(runtime: Runtime, say: Callable[[str], None]) -> None:
+    uses = runtime.identity.unacknowledged_break_glass()
+    if uses:
+        say(f"BREAK-GLASS    {len(uses)} emergency login(s) not yet reviewed by an admin: "
+            "`appliance audit show --break-glass`")  # fmt: skip
 
 
 def _printer(out: TextIO) -> Callable[[str], None]:

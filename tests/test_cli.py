@@ -23,6 +23,7 @@ def appliance(
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env["APPLIANCE_CONFIG"] = "/nonexistent"
+    env["HOME"] = str(state / "home")  # the saved login session lives here
     proc = subprocess.run(
         [*APPLIANCE, "--state-dir", str(state), *args],
         input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False,
@@ -68,11 +69,23 @@ def test_bad_config_is_named(tmp_path: Path) -> None:
     assert "PCR index 99 is out of range" in proc.stderr
 
 
+def login_admin(state: Path) -> None:
+    """Provision the first admin and log in as her, as a technician would."""
+    pw = state / "pw"
+    pw.write_text("correct horse battery staple\n")
+    appliance(state, "users", "bootstrap-admin", "alice", "--password-file", str(pw))
+    out = appliance(state, "login", "--user", "alice", "--password-file", str(pw)).stdout
+    assert "logged in as alice (admin)" in out
+
+
 def test_enroll_status_recover_and_counter_through_the_cli(state: Path) -> None:
     proc = appliance(state, "trust", "status", check=False)
     assert proc.returncode == 1 and "appliance trust enroll" in proc.stdout
     enrolled = appliance(state, "trust", "enroll").stdout
     code = enrolled.split("ONCE")[1].split()[-1]
+    denied = appliance(state, "trust", "counter", check=False)
+    assert denied.returncode == 3 and "appliance login" in denied.stderr
+    login_admin(state)
     assert "unseals" in appliance(state, "trust", "status").stdout
     assert appliance(state, "trust", "counter", "--advance-to", "2").stdout.strip() == "2"
     assert appliance(state, "trust", "counter").stdout.strip() == "2"
@@ -85,6 +98,7 @@ def test_enroll_status_recover_and_counter_through_the_cli(state: Path) -> None:
 
 def test_planned_pcr_change_through_the_cli(state: Path) -> None:
     appliance(state, "trust", "enroll")
+    login_admin(state)
     m = hashlib.sha256(b"firmware 2.0").hexdigest()
     out = appliance(state, "trust", "plan-pcr-change", "--extend", f"7={m}").stdout
     assert "keys also sealed to PCR 7" in out
@@ -94,6 +108,7 @@ def test_planned_pcr_change_through_the_cli(state: Path) -> None:
 
 def test_model_encrypt_and_verify_through_the_cli(state: Path) -> None:
     appliance(state, "trust", "enroll")
+    login_admin(state)
     src, dst = state / "m.bin", state / "m.enc"
     src.write_bytes(os.urandom(3_000_000))
     appliance(state, "model", "encrypt", str(src), str(dst), "--name", "demo", "--version", "1")
@@ -145,3 +160,35 @@ def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_audit_verify_and_export_through_the_cli(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    appliance(state, "users", "list")
+    out = appliance(state, "audit", "verify").stdout
+    assert "audit log intact" in out
+    export = appliance(state, "audit", "export", "--format", "syslog").stdout
+    assert export.startswith("<") and "<AuditMessage" in export
+    # An attacker edits one byte of a record: verify says which record and exits 1.
+    log_file = sorted((state / "audit").glob("audit-*.log"))[0]
+    data = bytearray(log_file.read_bytes())
+    data[data.index(b'"alice"') + 1] ^= 0x01
+    log_file.write_bytes(bytes(data))
+    tampered = appliance(state, "audit", "verify", check=False)
+    assert tampered.returncode == 1
+    assert "TAMPERED" in tampered.stdout and "was modified" in tampered.stdout
+
+
+def test_permission_denied_through_the_cli_is_audited(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    pw = state / "pw"
+    appliance(state, "users", "add", "carol", "--role", "clinician", "--password-file", str(pw))
+    appliance(state, "login", "--user", "carol", "--password-file", str(pw))
+    denied = appliance(state, "audit", "verify", check=False)
+    assert denied.returncode == 3
+    assert "carol (clinician) may not run `appliance audit verify`" in denied.stderr
+    appliance(state, "login", "--user", "alice", "--password-file", str(pw))
+    shown = appliance(state, "audit", "show").stdout
+    assert "permission-denied" in shown and "carol" in shown

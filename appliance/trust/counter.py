@@ -22,9 +22,10 @@ MAX_ADVANCE = 4096
 class RollbackCounter:
     """The counter at NV ``index`` of ``tpm``."""
 
-    def __init__(self, tpm: Tpm, index: int) -> None:
+    def __init__(self, tpm: Tpm, index: int, label: str = "anti-rollback floor") -> None:
         self._tpm = tpm
         self.index = index
+        self.label = label
 
     def exists(self) -> bool:
         return self._tpm.nv_counter_exists(self.index)
@@ -70,5 +71,5 @@ class RollbackCounter:
         while current < target:
             self._tpm.nv_counter_increment(self.index)
             current = self.read()
-        log.info("trust: anti-rollback floor is now %d", current)
+        log.info("trust: %s is now %d", self.label, current)
         return current

@@ -1,0 +1,494 @@
+"""The audit log on disk: append-only files, a signed head, checkpoints anchored in the TPM.
+
+The folder holds ``audit-000001.log``, ``audit-000002.log``, ... (one canonical JSON record per
+line, see ``records.py``), ``head.json`` (the newest acknowledged record: seq, hash, file, the
+file's size after it and the newest checkpoint's seq, HMAC-signed with the audit key) and
+``.lock``. A new folder gets a signed genesis head before its first record, so a log file
+without a head is always a deleted head, never a new log.
+
+**One append**, under an exclusive ``flock`` on ``.lock`` (several processes append to one
+folder): read and check head.json (never in-memory state); repair the tail (below); if
+``checkpoint_every`` records followed the last checkpoint, or the file is ``max_file_bytes`` or
+more, write a checkpoint first (at rotation it is the old file's last record, and the next record
+opens the next file with ``prev`` = that checkpoint's hash); write the line with one ``os.write``
+on an ``O_APPEND`` descriptor; ``fsync`` the file (and the folder for a new file); replace
+head.json atomically. Only then does ``append`` return: the record is acknowledged.
+
+**Checkpoints** carry ``anchor`` = the TPM counter + 1 and a MAC; the record is made durable and
+the head moved *before* the counter is advanced, so a crash in between leaves the log one ahead
+of the TPM (a warning, confirmed by the next checkpoint) and never behind it (which would read as
+a rollback).
+
+**Torn-line policy.** A crash (kill -9, power cut, disk full) can leave at most one
+unacknowledged line after the head: a complete record whose head update never happened, or a
+partial line. ``verify`` reports that as a *warning*, not tampering; the next append truncates it
+away (logging a warning) before writing, since nothing acknowledged depends on it. More than one
+line after the head is not the trace of a crash: ``verify`` reports an error and ``append``
+refuses to touch the log.
+
+**What an attacker with root but without the audit key can do.** The key is sealed in the TPM
+and only held in memory by the running appliance; the records hold no PHI (subjects are keyed
+hashes that cannot be computed without the key). Detected, with the place: editing any byte of a
+record; deleting, inserting, duplicating or reordering records; deleting, replacing or forging a
+whole file, even rechained with correct SHA-256 hashes (the checkpoint MACs and the signed head
+cannot be recomputed); truncating the log (the head names the newest record); deleting the
+oldest files without the retention-prune record that names the deleted chain end; deleting or
+forging head.json; restoring an older head.json without truncating (more than one record after
+it; a head only one record old looks like a crash: a warning, and the next append drops that
+record). *Not* detected: restoring a complete older copy of the folder, or truncating the log
+together with restoring an older head.json that matches, when no checkpoint was made since that
+copy -- the TPM counter only catches rollbacks across an anchored checkpoint, so call
+``checkpoint()`` at shutdown and after sensitive events. Appending forged records after the head
+is reported as an unacknowledged tail (a warning for one record) and removed by the next append,
+never taken as genuine. Deleting everything is detected (the TPM counter is above zero once a
+checkpoint was made) but not undone: export the log off the box regularly. Whoever holds the
+key (root on the running appliance can read its memory) can forge records and checkpoints up to
+the current TPM counter; only exported copies protect against that. Each log needs an anchor
+(NV index) of its own: two logs advancing one counter would each read as rolled back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from appliance.audit.records import (
+    FILE_PATTERN,
+    GENESIS,
+    AuditEvent,
+    AuditRecord,
+    DetailValue,
+    Head,
+    Outcome,
+    RawLine,
+    RecordFormatError,
+    Severity,
+    file_name,
+    file_number,
+    format_time,
+    hash_subject,
+    make_record,
+    parse_head,
+    parse_record,
+    sign_head,
+)
+from appliance.audit.verify import Problem, verify_chain
+from appliance.errors import StorageError
+from appliance.fsutil import atomic_write, fsync_dir
+
+log = logging.getLogger(__name__)
+
+HEAD_NAME = "head.json"
+LOCK_NAME = ".lock"
+SYSTEM_ACTOR = "appliance"
+_TAMPER_HINT = (
+    "The audit log may have been tampered with: run `appliance audit verify`, keep the folder "
+    "as it is and call the vendor's support."
+)
+_DISK_HINT = "Check that the state partition is mounted read-write and not damaged."
+
+
+class CheckpointAnchor(Protocol):
+    """A monotonic counter outside the disk (the TPM) that checkpoints are bound to."""
+
+    def read(self) -> int: ...
+
+    def advance(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The verdict of :func:`verify`: ``ok`` when no problem is an error (warnings allowed)."""
+
+    ok: bool
+    records: int
+    checkpoints: int
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.WARNING]
+
+
+@dataclass(frozen=True)
+class _Draft:
+    event: AuditEvent
+    outcome: Outcome
+    actor: str
+    role: str | None = None
+    subject: str | None = None
+    model: str | None = None
+    detail: Mapping[str, DetailValue] | None = None
+    flagged: bool = False
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}.", _DISK_HINT) from exc
+
+
+def _log_files(directory: Path) -> list[str]:
+    try:
+        names = [n for n in os.listdir(directory) if FILE_PATTERN.fullmatch(n)]
+    except FileNotFoundError:
+        return []
+    return sorted(names, key=file_number)
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """Lines with their ``\\n``; a last line without one is kept as is (a torn write)."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+@contextlib.contextmanager
+def _flock(directory: Path, *, shared: bool) -> Iterator[None]:
+    """Hold ``.lock``; a reader on a read-only copy of the folder goes without."""
+    fd = None
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if not shared:
+            raise StorageError(
+                f"the audit log folder {directory} is not writable: {exc.strerror}.",
+                "Check the state partition is mounted read-write.",
+            ) from exc
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_line(path: Path, line: bytes) -> int:
+    """Append ``line`` durably with one write; return the file's new size."""
+    new = not path.exists()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            written = os.write(fd, line)
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if new:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the audit log {path}: {exc.strerror}.",
+            "The action was not recorded and must not go ahead; check that the state partition "
+            "is writable and not full.",
+        ) from exc
+    if written != len(line):
+        raise StorageError(
+            f"the audit log {path} took only {written} of {len(line)} bytes (disk full?).",
+            "The action was not recorded and must not go ahead; free space on the state "
+            "partition.",
+        )
+    return size
+
+
+class AuditLog:
+    """The append-only audit log in ``directory``, signed with ``key``, anchored in ``anchor``.
+
+    Raises StorageError when the folder cannot be created.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        key: bytes,
+        anchor: CheckpointAnchor | None,
+        *,
+        checkpoint_every: int = 100,
+        max_file_bytes: int = 8 << 20,
+        retention_days: int = 6 * 365,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if checkpoint_every < 1 or max_file_bytes < 1 or retention_days < 1:
+            raise ValueError("checkpoint_every, max_file_bytes and retention_days must be >= 1")
+        self.directory = Path(directory)
+        self._key = key
+        self._anchor = anchor
+        self._every = checkpoint_every
+        self._max_bytes = max_file_bytes
+        self._retention = timedelta(days=retention_days)
+        self._clock = clock
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StorageError(
+                f"the audit log folder {self.directory} is not writable: {exc.strerror}.",
+                "Check the state partition is mounted read-write.",
+            ) from exc
+
+    def append(
+        self,
+        event: AuditEvent,
+        *,
+        actor: str,
+        outcome: Outcome,
+        role: str | None = None,
+        subject: str | None = None,
+        model: str | None = None,
+        detail: Mapping[str, DetailValue] | None = None,
+        flagged: bool = False,
+    ) -> AuditRecord:
+        """Record one event; the record is on stable storage when this returns.
+
+        ``subject`` is the raw study or note identifier: only its keyed hash is stored. Raises
+        StorageError when the record could not be made durable (the action must not go ahead),
+        ValueError for a value that cannot be stored (or for CHECKPOINT: use :meth:`checkpoint`).
+        """
+        if event is AuditEvent.CHECKPOINT:
+            raise ValueError("checkpoints are written by AuditLog.checkpoint()")
+        hashed = None if subject is None else hash_subject(self._key, subject)
+        draft = _Draft(event, outcome, actor, role, hashed, model, detail, flagged)
+        # Refuse a bad value before the lock, so that it cannot leave a checkpoint behind.
+        make_record(seq=1, time=format_time(self._clock()), prev=GENESIS, **vars(draft))
+        with _flock(self.directory, shared=False):
+            record, _ = self._write(self._load(), draft)
+        return record
+
+    def checkpoint(self) -> AuditRecord:
+        """Append a signed CHECKPOINT bound to the next TPM counter value, then advance it.
+
+        Raises StorageError (disk) or TrustError (TPM) when it could not be completed.
+        """
+        with _flock(self.directory, shared=False):
+            record, _ = self._checkpoint(self._load())
+        return record
+
+    def records(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[AuditRecord]:
+        """The acknowledged records, oldest first, with ``since <= time < until``.
+
+        Reads without holding the lock (up to the head read at the start). Raises StorageError
+        for a damaged record or head: run :func:`verify` to see what is wrong.
+        """
+        with _flock(self.directory, shared=True):
+            head = self._read_head(_log_files(self.directory))
+        for name in _log_files(self.directory):
+            if file_number(name) > file_number(head.file):
+                break
+            try:
+                data = (self.directory / name).read_bytes()
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+            if name == head.file:
+                data = data[: head.size]
+            for number, raw in enumerate(_split_lines(data), 1):
+                record = self._parse(name, number, raw)
+                if (since is None or record.when >= since) and (
+                    until is None or record.when < until
+                ):
+                    yield record
+
+    def prune(self) -> int:
+        """Delete whole files whose newest record is older than the retention; return how many.
+
+        Each deleted file is first named by a RETENTION_PRUNE record carrying its last seq and
+        hash (so :func:`verify` accepts the new start of the chain), followed by a checkpoint.
+        Raises StorageError when the log cannot be written.
+        """
+        cutoff = self._clock() - self._retention
+        with _flock(self.directory, shared=False):
+            head = self._load()
+            expired = self._expired(head, cutoff)
+            for name, last in expired:
+                detail: dict[str, DetailValue] = {
+                    "file": name,
+                    "last_deleted_seq": last.seq,
+                    "last_deleted_hash": last.hash,
+                    "retention_days": self._retention.days,
+                }
+                draft = _Draft(AuditEvent.RETENTION_PRUNE, Outcome.SUCCESS, SYSTEM_ACTOR)
+                _, head = self._write(head, replace(draft, detail=detail))
+            if expired:
+                self._checkpoint(head)
+            for name, _ in expired:
+                self._unlink(self.directory / name)
+            if expired:
+                fsync_dir(self.directory)
+        if expired:
+            log.info("audit: retention removed %d log files", len(expired))
+        return len(expired)
+
+    # -- internals: all run under the exclusive lock --------------------------------------------
+
+    def _write(
+        self, head: Head, draft: _Draft, anchor: int | None = None
+    ) -> tuple[AuditRecord, Head]:
+        """Write one record after ``head``; return it and the new head."""
+        checkpoint = draft.event is AuditEvent.CHECKPOINT
+        due = head.seq - head.checkpoint >= self._every
+        full = head.size >= self._max_bytes and head.checkpoint != head.seq
+        if not checkpoint and head.seq > 0 and (due or full):
+            _, head = self._checkpoint(head)
+        name = head.file
+        if head.size >= self._max_bytes and not (checkpoint and head.checkpoint != head.seq):
+            name = file_name(file_number(head.file) + 1)
+        record = make_record(
+            seq=head.seq + 1, time=format_time(self._clock()), prev=head.hash,
+            anchor=anchor, key=self._key, **vars(draft),
+        )  # fmt: skip
+        size = _write_line(self.directory / name, record.to_line())
+        new_head = sign_head(
+            self._key, seq=record.seq, hash=record.hash, file=name, size=size,
+            checkpoint=record.seq if checkpoint else head.checkpoint,
+        )  # fmt: skip
+        atomic_write(self.directory / HEAD_NAME, new_head.to_bytes())
+        return record, new_head
+
+    def _checkpoint(self, head: Head) -> tuple[AuditRecord, Head]:
+        target = None if self._anchor is None else self._anchor.read() + 1
+        detail = {"previous": head.checkpoint}
+        draft = _Draft(AuditEvent.CHECKPOINT, Outcome.SUCCESS, SYSTEM_ACTOR, detail=detail)
+        record, head = self._write(head, draft, anchor=target)
+        if self._anchor is not None:
+            value = self._anchor.advance()
+            if value != target:
+                log.warning("audit: checkpoint anchor %s, TPM counter now %d", target, value)
+        return record, head
+
+    def _read_head(self, files: list[str]) -> Head:
+        """The signed head; a new folder's genesis head when there is neither head nor file."""
+        path = self.directory / HEAD_NAME
+        if not path.exists():
+            if files:
+                raise StorageError(f"{path} is missing but the log has files.", _TAMPER_HINT)
+            return sign_head(
+                self._key, seq=0, hash=GENESIS, file=file_name(1), size=0, checkpoint=0
+            )
+        raw = _read(path)
+        try:
+            return parse_head(raw, self._key)
+        except RecordFormatError as exc:
+            raise StorageError(f"{path} is not valid: {exc}.", _TAMPER_HINT) from exc
+
+    def _load(self) -> Head:
+        """The head, written if new, with any unacknowledged tail removed."""
+        files = _log_files(self.directory)
+        head = self._read_head(files)
+        if not (self.directory / HEAD_NAME).exists():
+            atomic_write(self.directory / HEAD_NAME, head.to_bytes())
+        self._repair(head, files)
+        return head
+
+    def _repair(self, head: Head, files: list[str]) -> None:
+        """Cut the one line a crash may leave after the head; refuse when there is more."""
+        path = self.directory / head.file
+        data = _read(path) if path.exists() else b""
+        later = [self.directory / n for n in files if file_number(n) > file_number(head.file)]
+        residue = data[head.size :] + b"".join(_read(p) for p in later)
+        if len(data) < head.size:
+            raise StorageError(f"{path} is shorter than its signed head.", _TAMPER_HINT)
+        if not residue and not later:
+            return
+        rotated = [self.directory / file_name(file_number(head.file) + 1)]
+        if later not in ([], rotated) or len(_split_lines(residue)) > 1:
+            raise StorageError(
+                f"the audit log has more than one unacknowledged line after its head ({path}).",
+                _TAMPER_HINT,
+            )
+        try:
+            if path.exists():
+                with path.open("r+b") as fh:
+                    fh.truncate(head.size)
+                    os.fsync(fh.fileno())
+            for p in later:
+                p.unlink()
+            fsync_dir(self.directory)
+        except OSError as exc:
+            raise StorageError(f"cannot repair the audit log: {exc.strerror}.", _DISK_HINT) from exc
+        log.warning("audit: removed %d unacknowledged bytes after the head", len(residue))
+
+    def _expired(self, head: Head, cutoff: datetime) -> list[tuple[str, AuditRecord]]:
+        """The oldest files, before the head's, whose newest record is older than ``cutoff``."""
+        out: list[tuple[str, AuditRecord]] = []
+        for name in _log_files(self.directory):
+            if file_number(name) >= file_number(head.file):
+                break
+            lines = _split_lines(_read(self.directory / name))
+            last = self._parse(name, len(lines), lines[-1]) if lines else None
+            if last is None or last.when >= cutoff:
+                break
+            out.append((name, last))
+        return out
+
+    def _parse(self, name: str, number: int, raw: bytes) -> AuditRecord:
+        record = _try_parse(raw)
+        if record is None:
+            raise StorageError(
+                f"line {number} of {self.directory / name} is not a valid audit record.",
+                "Run `appliance audit verify` to see what is wrong with the log.",
+            )
+        return record
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {path}: {exc.strerror}.", _DISK_HINT) from exc
+
+
+def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> VerifyReport:
+    """Check the whole log in ``directory`` against ``key`` and the TPM ``anchor``.
+
+    Never raises for a damaged log (damage is a problem in the report); raises StorageError when
+    the folder cannot be read and TrustError when the TPM cannot be.
+    """
+    directory = Path(directory)
+    lines: list[RawLine] = []
+    with _flock(directory, shared=True):
+        files = _log_files(directory)
+        try:
+            head_path = directory / HEAD_NAME
+            head = head_path.read_bytes() if head_path.exists() else None
+            for name in files:
+                data = (directory / name).read_bytes()
+                lines += [(name, i, raw) for i, raw in enumerate(_split_lines(data), 1)]
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read the audit log in {directory}: {exc.strerror}.",
+                "Check that the folder exists and is readable.",
+            ) from exc
+        # Under the lock: a checkpoint cannot advance the counter between the reads.
+        tpm = None if anchor is None else anchor.read()
+    problems = verify_chain(lines, key, head=head, tpm_anchor=tpm, files=files)
+    parsed = [r for r in (_try_parse(raw) for _, _, raw in lines) if r is not None]
+    return VerifyReport(
+        ok=not any(p.severity is Severity.ERROR for p in problems),
+        records=len(parsed),
+        checkpoints=sum(r.event is AuditEvent.CHECKPOINT for r in parsed),
+        problems=problems,
+    )
+
+
+def _try_parse(raw: bytes) -> AuditRecord | None:
+    try:
+        return parse_record(raw) if raw.endswith(b"\n") else None
+    except RecordFormatError:
+        return None

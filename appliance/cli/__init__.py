@@ -1,0 +1,129 @@
+"""The ``appliance`` command: the one entry point that builds the Config and exits the process.
+
+Every command is an entry point in :data:`appliance.identity.roles.ENTRY_POINTS` (it needs a
+logged-in user whose role grants its permission; a denial is audited) or in :data:`PUBLIC` below
+(with the reason it needs no login).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from appliance import __version__
+from appliance.cli import audit_cmds, trust_cmds, users_cmds
+from appliance.cli.common import Handler, load_session
+from appliance.config import Config, load_config
+from appliance.errors import ApplianceError, PermissionDeniedError, SessionExpiredError
+from appliance.identity.roles import ENTRY_POINTS, Principal, may
+from appliance.logs import setup_logging
+from appliance.runtime import Runtime, open_runtime
+
+EPILOG = """\
+examples:
+  appliance run                         start the appliance (a software TPM if there is none)
+  appliance trust status                TPM, lockout, keys and PCRs, anti-rollback floor
+  appliance users bootstrap-admin NAME  create the first admin while provisioning
+  appliance login --user NAME           log in; later commands use the saved session
+  appliance audit verify                check the audit trail for tampering
+
+configuration: /etc/appliance/appliance.toml, APPLIANCE_* variables, then these flags.
+"""
+
+# Entry points that need no login, and why each is safe without one.
+PUBLIC: Mapping[str, str] = {
+    "run": "the service itself, started by systemd as its own user",
+    "login": "it is how a user authenticates",
+    "logout": "it only ends the caller's own session",
+    "trust status": "diagnosis that must work when the keys do not unseal; shows no PHI",
+    "trust recover": "authorised by the recovery code itself; audited once the keys unseal",
+    "trust enroll": "works only on a box not enrolled yet (provisioning); refused afterwards",
+    "users bootstrap-admin": "works only while the box has no account (provisioning)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="appliance",
+        description="The clinical AI appliance: local inference, TPM-sealed keys, offline updates.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"appliance {__version__}")
+    p.add_argument(
+        "--config", type=Path, help="settings file (default /etc/appliance/appliance.toml)"
+    )
+    p.add_argument("--state-dir", help="where the box keeps its state (default /var/lib/appliance)")
+    p.add_argument("--tcti", help="TPM connection, e.g. device:/dev/tpmrm0 or swtpm:path=/x.sock")
+    p.add_argument("--pcrs", help="PCRs the keys are sealed to (default 7,11)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="start the appliance and keep it running")
+    run.set_defaults(entry="run")
+    users_cmds.register(sub)
+    trust_cmds.register(sub)
+    audit_cmds.register(sub)
+    return p
+
+
+def entry_point(args: argparse.Namespace) -> str:
+    """The entry-point name of the parsed command (options that change its power included)."""
+    entry: str = args.entry
+    if entry == "trust counter" and args.advance_to is not None:
+        return "trust counter --advance-to"
+    return entry
+
+
+def authorise(args: argparse.Namespace, rt: Runtime) -> Principal | None:
+    """Authenticate the caller and check the entry point's permission; audit a denial."""
+    entry = entry_point(args)
+    if entry in PUBLIC:
+        return None
+    permission = ENTRY_POINTS[f"cli:{entry}"]
+    token = load_session(rt.config)
+    if not token:
+        raise SessionExpiredError(
+            f"`appliance {entry}` needs a logged-in user.", "Run `appliance login --user NAME`."
+        )
+    principal = rt.identity.authenticate(token)
+    if not may(principal.role, permission):
+        rt.identity.record_denial(principal, f"cli:{entry}", permission)
+        raise PermissionDeniedError(
+            f"{principal.username} ({principal.role}) may not run `appliance {entry}`.",
+            f"It needs the permission {permission}; ask an admin.",
+        )
+    return principal
+
+
+def dispatch(args: argparse.Namespace, config: Config) -> int:
+    if args.entry == "run":  # the supervisor owns its TPM endpoint and services itself
+        from appliance import supervisor
+
+        return supervisor.run(config, sys.stdout)
+    with open_runtime(config) as rt:
+        if args.verbose:
+            print(f"TPM: {rt.endpoint.description}", file=sys.stderr)
+        who = authorise(args, rt)
+        func: Handler = args.func
+        return func(args, rt, who)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the command, print errors with what to do; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(
+            args.config,
+            overrides={"state_dir": args.state_dir, "tcti": args.tcti, "pcrs": args.pcrs},
+        )
+        setup_logging("DEBUG" if args.verbose else config.log_level, stderr=args.command != "run")
+        return dispatch(args, config)
+    except ApplianceError as exc:
+        print(f"appliance: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"appliance: what to do: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,122 @@
+"""`appliance login`, `logout` and `users ...`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from appliance.cli.common import command, load_session, read_secret, save_session, session_file
+from appliance.errors import AccountError
+from appliance.identity.roles import Principal, Role
+from appliance.runtime import Runtime
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def _me(who: Principal | None) -> Principal:
+    if who is None:  # the dispatcher authenticates these entry points
+        raise AccountError("this command needs a logged-in user.", "Run `appliance login`.")
+    return who
+
+
+def cmd_login(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    password = read_secret(f"password for {args.user}: ", args.password_file)
+    principal, issued = rt.identity.login(args.user, password, reason=args.reason)
+    path = save_session(rt.config, issued.token)
+    print(f"logged in as {principal.username} ({principal.role}) until {_when(issued.expires)}; "
+          f"logged off after {rt.config.session_idle_minutes} min idle")  # fmt: skip
+    if principal.break_glass:
+        print("BREAK-GLASS session: every action is flagged for an admin's review.")
+    print(f"session saved in {path}")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    token = load_session(rt.config)
+    if token:
+        try:
+            rt.identity.logout(rt.identity.authenticate(token))
+        finally:
+            session_file(rt.config).unlink(missing_ok=True)
+    print("logged out")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    password = read_secret(f"new password for {args.user}: ", args.password_file)
+    rt.identity.bootstrap_admin(args.user, password)
+    print(f"first admin '{args.user}' created; log in with `appliance login --user {args.user}`")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    now = time.time()
+    for a in rt.identity.store.accounts():
+        state = "disabled" if a.disabled else ("LOCKED" if a.locked_until > now else "active")
+        print(f"{a.username:<24} {a.role:<12} {state}")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    role = Role(args.role)
+    password = None
+    if role is not Role.SERVICE:
+        password = read_secret(f"new password for {args.user}: ", args.password_file)
+    rt.identity.add_account(_me(who), args.user, role, password)
+    print(f"account '{args.user}' ({role}) created")
+    return 0
+
+
+def cmd_disable(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    rt.identity.disable(_me(who), args.user)
+    print(f"account '{args.user}' disabled; its sessions and tokens are revoked")
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    rt.identity.unlock(_me(who), args.user)
+    print(f"account '{args.user}' unlocked")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    issued = rt.identity.issue_service_token(_me(who), args.user)
+    print(f"token {issued.token_id} for '{args.user}', valid until {_when(issued.expires)}.")
+    print("Shown ONCE; configure it in the integration now:")
+    print(f"    {issued.token}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    rt.identity.revoke(_me(who), args.token_id)
+    print(f"token {args.token_id} revoked")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    login = command(sub, "login", "log in; the session is kept for later commands", cmd_login,
+                    "login")  # fmt: skip
+    login.add_argument("--user", required=True)
+    login.add_argument("--password-file", help="read the password from this file")
+    login.add_argument("--reason", help="why (required for a break-glass account)")
+    command(sub, "logout", "end the saved session", cmd_logout, "logout")
+
+    users = sub.add_parser("users", help="accounts, roles, service tokens")
+    usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    boot = command(usub, "bootstrap-admin", "create the first admin (provisioning only)",
+                   cmd_bootstrap, "users bootstrap-admin")  # fmt: skip
+    command(usub, "list", "list accounts", cmd_list, "users list")
+    add = command(usub, "add", "create an account", cmd_add, "users add")
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    for parser in (boot, add):
+        parser.add_argument("user")
+        parser.add_argument("--password-file", help="read the password from this file")
+    for name, func, help_ in (
+        ("disable", cmd_disable, "disable an account and revoke its sessions"),
+        ("unlock", cmd_unlock, "unlock an account locked by failed logins"),
+        ("token", cmd_token, "issue a bearer token for a service account"),
+    ):
+        command(usub, name, help_, func, f"users {name}").add_argument("user")
+    command(usub, "revoke", "revoke a token", cmd_revoke, "users revoke").add_argument("token_id")

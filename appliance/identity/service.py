@@ -1,0 +1,381 @@
+"""Accounts, logins, sessions and break-glass, each action on the audit trail.
+
+HIPAA 45 CFR 164.312: unique user identification (named accounts, no shared or default ones),
+emergency access (break-glass accounts, flagged until an admin acknowledges), automatic logoff
+(sessions end after an idle time), audit controls (every login, failure, lockout, denial and
+account change is appended to the audit log before the call returns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from appliance.audit.records import AuditEvent, Outcome
+from appliance.config import Config
+from appliance.errors import (
+    AccountError,
+    AccountLockedError,
+    AuthenticationError,
+    SessionExpiredError,
+)
+from appliance.identity import passwords
+from appliance.identity.roles import Permission, Principal, Role, require
+from appliance.identity.store import BreakGlassUse, IdentityStore
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "apl"  # noqa: S105 - a label, not a secret
+# Writing last_used on every request would cost an fsync each; idleness is measured to this grain.
+_TOUCH_GRAIN_S = 30.0
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+class Auditor(Protocol):
+    """What identity needs of the audit log (appliance.audit.AuditLog provides it)."""
+
+    def append(
+        self,
+        event: AuditEvent,
+        *,
+        actor: str,
+        outcome: Outcome,
+        role: str | None = None,
+        subject: str | None = None,
+        model: str | None = None,
+        detail: Mapping[str, str | int | bool] | None = None,
+        flagged: bool = False,
+    ) -> object: ...
+
+
+@dataclass(frozen=True)
+class IdentityPolicy:
+    session_ttl_s: float
+    session_idle_s: float
+    lockout_threshold: int
+    lockout_s: float
+    service_token_s: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> IdentityPolicy:
+        return cls(
+            session_ttl_s=config.session_ttl_minutes * 60.0,
+            session_idle_s=config.session_idle_minutes * 60.0,
+            lockout_threshold=config.lockout_threshold,
+            lockout_s=config.lockout_minutes * 60.0,
+            service_token_s=config.service_token_days * 86400.0,
+        )
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A bearer token, shown once: only its hash is stored."""
+
+    token: str
+    token_id: str
+    expires: float
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _valid_username(username: str) -> None:
+    if not 2 <= len(username) <= 64 or not set(username) <= _NAME_CHARS:  # noqa: PLR2004
+        raise AccountError(
+            f"'{username}' is not a valid user name.",
+            "Use 2 to 64 lower-case letters, digits, dots, dashes or underscores.",
+        )
+
+
+class IdentityService:
+    """The identity operations over one store, writing to one audit log."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        audit: Auditor,
+        policy: IdentityPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.policy = policy
+        self.clock = clock
+
+    # --- accounts -------------------------------------------------------------------------
+
+    def needs_bootstrap(self) -> bool:
+        """True until the first admin exists (the box is being provisioned)."""
+        return self.store.count_accounts() == 0
+
+    def bootstrap_admin(self, username: str, password: str) -> None:
+        """Create the first admin; refused once any account exists."""
+        if not self.needs_bootstrap():
+            raise AccountError(
+                "the first admin already exists.", "Log in as an admin and use `users add`."
+            )
+        self._create(username, Role.ADMIN, password, actor="provisioning")
+
+    def add_account(self, by: Principal, username: str, role: Role, password: str | None) -> None:
+        """Create a named account (a service account has no password, only tokens)."""
+        require(by, Permission.USER_MANAGE, "manage accounts")
+        if role is Role.SERVICE and password:
+            raise AccountError("service accounts have no password.", "Issue a token instead.")
+        if role is not Role.SERVICE and not password:
+            raise AccountError(f"a {role} account needs a password.", "Give one.")
+        self._create(username, role, password, actor=by.username)
+
+    def _create(self, username: str, role: Role, password: str | None, actor: str) -> None:
+        _valid_username(username)
+        if password is not None:
+            passwords.check_policy(username, password)
+        hashed = passwords.hash_password(password) if password else None
+        with self.store.transaction() as db:
+            if self.store.account(username):
+                raise AccountError(f"the account '{username}' exists already.")
+            db.execute(
+                "INSERT INTO accounts (username, role, password_hash, created) VALUES (?,?,?,?)",
+                (username, role.value, hashed, self.clock()),
+            )
+            self.audit.append(
+                AuditEvent.ACCOUNT_CHANGE,
+                actor=actor,
+                outcome=Outcome.SUCCESS,
+                detail={"action": "create", "account": username, "account_role": role.value},
+            )
+
+    def set_password(self, by: Principal, username: str, password: str) -> None:
+        if by.username != username:
+            require(by, Permission.USER_MANAGE, "change another user's password")
+        passwords.check_policy(username, password)
+        self._update(by, username, "password", password_hash=passwords.hash_password(password))
+
+    def disable(self, by: Principal, username: str) -> None:
+        """Disable the account and revoke its tokens."""
+        require(by, Permission.USER_MANAGE, "manage accounts")
+        self._update(by, username, "disable", disabled=1)
+        with self.store.transaction() as db:
+            db.execute("UPDATE tokens SET revoked = 1 WHERE username = ?", (username,))
+
+    def unlock(self, by: Principal, username: str) -> None:
+        require(by, Permission.USER_MANAGE, "manage accounts")
+        self._update(by, username, "unlock", failed=0, locked_until=0)
+
+    def _update(self, by: Principal, username: str, action: str, **columns: object) -> None:
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        with self.store.transaction() as db:
+            if not self.store.account(username):
+                raise AccountError(f"there is no account '{username}'.", "See `users list`.")
+            db.execute(
+                f"UPDATE accounts SET {sets} WHERE username = ?",  # noqa: S608 - fixed names
+                (*columns.values(), username),
+            )
+            self.audit.append(
+                AuditEvent.ACCOUNT_CHANGE,
+                actor=by.username,
+                role=by.role.value,
+                outcome=Outcome.SUCCESS,
+                detail={"action": action, "account": username},
+            )
+
+    # --- login and sessions ---------------------------------------------------------------
+
+    def login(
+        self, username: str, password: str, *, reason: str | None = None
+    ) -> tuple[Principal, IssuedToken]:
+        """Check the password and open a session.
+
+        Raises AuthenticationError (unknown user or wrong password, not told apart),
+        AccountLockedError after too many failures, AccountError for a break-glass login
+        without a reason.
+        """
+        now = self.clock()
+        account = self.store.account(username)
+        if account and account.locked_until > now and account.role is not Role.BREAK_GLASS:
+            self._failed(username, "locked")
+            until = time.strftime("%H:%M UTC", time.gmtime(account.locked_until))
+            raise AccountLockedError(
+                f"the account '{username}' is locked after {account.failed} failed logins, "
+                f"until {until}.",
+                f"Wait, or ask an admin to unlock it (`appliance users unlock {username}`).",
+            )
+        ok = passwords.verify_password(account.password_hash if account else None, password)
+        if not account or not ok or account.disabled:
+            self._count_failure(username, account is not None, now)
+            raise AuthenticationError(
+                "unknown user, wrong password, or disabled account.",
+                "Check the user name and password; after "
+                f"{self.policy.lockout_threshold} failures the account is locked for a while.",
+            )
+        if account.role is Role.BREAK_GLASS and not (reason and reason.strip()):
+            raise AccountError(
+                "a break-glass login needs a reason.", "Say why, e.g. --reason 'ED, PACS down'."
+            )
+        return self._open_session(account.username, account.role, now, reason)
+
+    def _failed(self, username: str, why: str) -> None:
+        self.audit.append(
+            AuditEvent.LOGIN_FAILED, actor=username, outcome=Outcome.FAILURE, detail={"why": why}
+        )
+
+    def _count_failure(self, username: str, exists: bool, now: float) -> None:
+        self._failed(username, "bad credentials")
+        if not exists:
+            return
+        with self.store.transaction() as db:
+            db.execute("UPDATE accounts SET failed = failed + 1 WHERE username = ?", (username,))
+            account = self.store.account(username)
+            if account and account.failed >= self.policy.lockout_threshold:
+                if account.role is Role.BREAK_GLASS:
+                    return  # emergency access must stay possible; every failure is audited
+                db.execute(
+                    "UPDATE accounts SET locked_until = ? WHERE username = ?",
+                    (now + self.policy.lockout_s, username),
+                )
+                self.audit.append(
+                    AuditEvent.LOCKOUT,
+                    actor=username,
+                    outcome=Outcome.FAILURE,
+                    detail={"failures": account.failed, "minutes": int(self.policy.lockout_s / 60)},
+                    flagged=True,
+                )
+                log.warning("identity: account locked after %d failed logins", account.failed)
+
+    def _open_session(
+        self, username: str, role: Role, now: float, reason: str | None
+    ) -> tuple[Principal, IssuedToken]:
+        issued = self._issue(username, "session", now, self.policy.session_ttl_s)
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE accounts SET failed = 0, locked_until = 0 WHERE username = ?", (username,)
+            )
+            detail: dict[str, str | int | bool] = {"session": issued.token_id}
+            if role is Role.BREAK_GLASS:
+                db.execute(
+                    "INSERT INTO break_glass (username, at, reason) VALUES (?,?,?)",
+                    (username, now, reason or ""),
+                )
+                detail["reason"] = reason or ""
+                self.audit.append(
+                    AuditEvent.BREAK_GLASS, actor=username, role=role.value,
+                    outcome=Outcome.SUCCESS, detail=detail, flagged=True,
+                )  # fmt: skip
+            self.audit.append(
+                AuditEvent.LOGIN, actor=username, role=role.value, outcome=Outcome.SUCCESS,
+                detail=detail, flagged=role is Role.BREAK_GLASS,
+            )  # fmt: skip
+        return Principal(username, role, issued.token_id), issued
+
+    def _issue(self, username: str, kind: str, now: float, ttl: float) -> IssuedToken:
+        token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        idle = self.policy.session_idle_s if kind == "session" else 0.0
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO tokens (id, token_hash, username, kind, issued, expires, "
+                "idle_timeout, last_used) VALUES (?,?,?,?,?,?,?,?)",
+                (token_id, _hash_secret(secret), username, kind, now, now + ttl, idle, now),
+            )
+        return IssuedToken(f"{TOKEN_PREFIX}_{token_id}_{secret}", token_id, now + ttl)
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a bearer token stands for.
+
+        Raises SessionExpiredError for an unknown, revoked, expired or idle token (an idle
+        session is logged off and the logoff audited).
+        """
+        prefix, _, rest = token.strip().partition("_")
+        token_id, _, secret = rest.partition("_")
+        row = self.store.token(token_id) if prefix == TOKEN_PREFIX else None
+        if row is None or not hmac.compare_digest(row.token_hash, _hash_secret(secret)):
+            raise SessionExpiredError("that token is not valid.", "Log in again.")
+        now = self.clock()
+        account = self.store.account(row.username)
+        if row.revoked or account is None or account.disabled:
+            raise SessionExpiredError("the session was ended or revoked.", "Log in again.")
+        if now >= row.expires:
+            raise SessionExpiredError("the session expired.", "Log in again.")
+        if row.idle_timeout and now - row.last_used > row.idle_timeout:
+            self._end(row.id, row.username, "idle")
+            raise SessionExpiredError(
+                f"you were logged off after {int(row.idle_timeout // 60)} minutes idle.",
+                "Log in again.",
+            )
+        if now - row.last_used > _TOUCH_GRAIN_S:
+            with self.store.transaction() as db:
+                db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, row.id))
+        return Principal(row.username, account.role, row.id)
+
+    def logout(self, principal: Principal) -> None:
+        self._end(principal.session_id, principal.username, "logout")
+
+    def _end(self, token_id: str, username: str, why: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
+            self.audit.append(
+                AuditEvent.LOGOUT,
+                actor=username,
+                outcome=Outcome.SUCCESS,
+                detail={"session": token_id, "why": why},
+            )
+
+    # --- service tokens and break-glass ---------------------------------------------------
+
+    def issue_service_token(self, by: Principal, username: str) -> IssuedToken:
+        """A long-lived bearer token for a service account (PACS, EHR)."""
+        require(by, Permission.USER_MANAGE, "issue tokens")
+        account = self.store.account(username)
+        if account is None or account.role is not Role.SERVICE:
+            raise AccountError(f"'{username}' is not a service account.", "See `users list`.")
+        issued = self._issue(username, "service", self.clock(), self.policy.service_token_s)
+        self.audit.append(
+            AuditEvent.TOKEN_ISSUED, actor=by.username, role=by.role.value,
+            outcome=Outcome.SUCCESS, detail={"account": username, "token": issued.token_id},
+        )  # fmt: skip
+        return issued
+
+    def revoke(self, by: Principal, token_id: str) -> None:
+        require(by, Permission.USER_MANAGE, "revoke tokens")
+        if self.store.token(token_id) is None:
+            raise AccountError(f"there is no token '{token_id}'.")
+        with self.store.transaction() as db:
+            db.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
+            self.audit.append(
+                AuditEvent.TOKEN_REVOKED, actor=by.username, role=by.role.value,
+                outcome=Outcome.SUCCESS, detail={"token": token_id},
+            )  # fmt: skip
+
+    def unacknowledged_break_glass(self) -> list[BreakGlassUse]:
+        return self.store.break_glass_uses(unacknowledged_only=True)
+
+    def acknowledge_break_glass(self, by: Principal, use_id: int) -> None:
+        require(by, Permission.BREAK_GLASS_ACK, "acknowledge break-glass use")
+        with self.store.transaction() as db:
+            cur = db.execute(
+                "UPDATE break_glass SET acked_by = ?, acked_at = ? "
+                "WHERE id = ? AND acked_at IS NULL",
+                (by.username, self.clock(), use_id),
+            )
+            if cur.rowcount != 1:
+                raise AccountError(
+                    f"there is no unacknowledged break-glass use #{use_id}.",
+                    "See `appliance audit show --break-glass`.",
+                )
+            self.audit.append(
+                AuditEvent.BREAK_GLASS_ACK, actor=by.username, role=by.role.value,
+                outcome=Outcome.SUCCESS, detail={"use": use_id},
+            )  # fmt: skip
+
+    def record_denial(self, principal: Principal, entry_point: str, permission: Permission) -> None:
+        """Put a permission denial on the audit trail."""
+        self.audit.append(
+            AuditEvent.PERMISSION_DENIED, actor=principal.username, role=principal.role.value,
+            outcome=Outcome.DENIED, detail={"entry": entry_point, "permission": permission.value},
+            flagged=principal.break_glass,
+        )  # fmt: skip

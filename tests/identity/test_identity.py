@@ -1,0 +1,229 @@
+"""Accounts, lockout, sessions, tokens and break-glass, audited by the real sealed audit key."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.audit.records import AuditEvent
+from appliance.errors import (
+    AccountError,
+    AccountLockedError,
+    AuthenticationError,
+    PermissionDeniedError,
+    SessionExpiredError,
+)
+from appliance.identity.roles import Principal, Role
+from appliance.identity.service import IdentityPolicy, IdentityService
+from appliance.runtime import Runtime
+
+from .conftest import ADMIN_PASSWORD
+
+PASSWORD = "a long enough passphrase"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def events(runtime: Runtime) -> list[AuditEvent]:
+    return [r.event for r in runtime.audit.records()]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def timed(runtime: Runtime, identity: IdentityService, clock: Clock) -> IdentityService:
+    """The same store and audit log, on a clock the test moves."""
+    return IdentityService(identity.store, runtime.audit, identity.policy, clock=clock)
+
+
+def test_a_new_box_has_no_accounts_and_no_default_password(identity: IdentityService) -> None:
+    assert identity.needs_bootstrap()
+    for name in ("admin", "root", "technician"):
+        with pytest.raises(AuthenticationError):
+            identity.login(name, "admin")
+
+
+def test_first_admin_only_once(identity: IdentityService) -> None:
+    identity.bootstrap_admin("alice", ADMIN_PASSWORD)
+    with pytest.raises(AccountError, match="already exists"):
+        identity.bootstrap_admin("mallory", ADMIN_PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [("short", "at least 12"), ("bob-is-my-password", "contains the user name"),
+     ("aaaaaaaaaaaaaaa", "too few characters")],
+)  # fmt: skip
+def test_weak_passwords_are_refused(
+    identity: IdentityService, admin: Principal, password: str, message: str
+) -> None:
+    with pytest.raises(AccountError, match=message):
+        identity.add_account(admin, "bob", Role.CLINICIAN, password)
+
+
+def test_login_is_audited_and_failures_do_not_say_which_part_was_wrong(
+    runtime: Runtime, identity: IdentityService, admin: Principal
+) -> None:
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    with pytest.raises(AuthenticationError) as wrong_password:
+        identity.login("bob", "not the password at all")
+    with pytest.raises(AuthenticationError) as unknown_user:
+        identity.login("nobody", PASSWORD)
+    assert wrong_password.value.message == unknown_user.value.message
+    principal, issued = identity.login("bob", PASSWORD)
+    assert identity.authenticate(issued.token) == principal
+    assert events(runtime).count(AuditEvent.LOGIN_FAILED) == 2
+    assert events(runtime)[-1] is AuditEvent.LOGIN
+
+
+def test_lockout_after_repeated_failures(
+    runtime: Runtime, timed: IdentityService, admin: Principal, clock: Clock
+) -> None:
+    timed.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    for _ in range(5):
+        with pytest.raises(AuthenticationError):
+            timed.login("bob", "guess guess guess")
+    with pytest.raises(AccountLockedError, match="locked after 5 failed logins") as err:
+        timed.login("bob", PASSWORD)  # even the right password
+    assert "appliance users unlock bob" in (err.value.hint or "")
+    lockouts = [r for r in runtime.audit.records() if r.event is AuditEvent.LOCKOUT]
+    assert len(lockouts) == 1 and lockouts[0].flagged
+    clock.now += 16 * 60
+    timed.login("bob", PASSWORD)  # the lock expires
+
+
+def test_admin_unlocks_a_locked_account(timed: IdentityService, admin: Principal) -> None:
+    timed.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    for _ in range(5):
+        with pytest.raises(AuthenticationError):
+            timed.login("bob", "guess guess guess")
+    timed.unlock(admin, "bob")
+    timed.login("bob", PASSWORD)
+
+
+def test_session_expires(timed: IdentityService, admin: Principal, clock: Clock) -> None:
+    timed.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    _, issued = timed.login("bob", PASSWORD)
+    for _ in range(8 * 6):  # active all shift long: every 10 minutes
+        clock.now += 600
+        if clock.now >= issued.expires:
+            break
+        timed.authenticate(issued.token)
+    clock.now = issued.expires + 1
+    with pytest.raises(SessionExpiredError, match="expired"):
+        timed.authenticate(issued.token)
+
+
+def test_idle_session_is_logged_off(
+    runtime: Runtime, timed: IdentityService, admin: Principal, clock: Clock
+) -> None:
+    timed.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    _, issued = timed.login("bob", PASSWORD)
+    clock.now += 14 * 60
+    timed.authenticate(issued.token)
+    clock.now += 16 * 60
+    with pytest.raises(SessionExpiredError, match="logged off after 15 minutes idle"):
+        timed.authenticate(issued.token)
+    last = list(runtime.audit.records())[-1]
+    assert last.event is AuditEvent.LOGOUT and last.detail["why"] == "idle"
+    with pytest.raises(SessionExpiredError):
+        timed.authenticate(issued.token)
+
+
+def test_logout_revokes_the_token(identity: IdentityService, admin: Principal) -> None:
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    principal, issued = identity.login("bob", PASSWORD)
+    identity.logout(principal)
+    with pytest.raises(SessionExpiredError):
+        identity.authenticate(issued.token)
+
+
+def test_forged_or_altered_tokens_are_refused(identity: IdentityService, admin: Principal) -> None:
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    _, issued = identity.login("bob", PASSWORD)
+    altered = issued.token[:-1] + ("A" if issued.token[-1] != "A" else "B")
+    for token in (altered, "apl_000000000000_x", "Bearer x", ""):
+        with pytest.raises(SessionExpiredError):
+            identity.authenticate(token)
+
+
+def test_tokens_are_stored_hashed(identity: IdentityService, admin: Principal) -> None:
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    issued = identity.issue_service_token(admin, "pacs")
+    secret = issued.token.rsplit("_", 1)[1].encode()
+    db = identity.store.path
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            assert secret not in path.read_bytes()
+
+
+def test_service_token_revocation(identity: IdentityService, admin: Principal) -> None:
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    issued = identity.issue_service_token(admin, "pacs")
+    assert identity.authenticate(issued.token).role is Role.SERVICE
+    identity.revoke(admin, issued.token_id)
+    with pytest.raises(SessionExpiredError, match="revoked"):
+        identity.authenticate(issued.token)
+
+
+def test_disabling_an_account_ends_its_sessions(
+    identity: IdentityService, admin: Principal
+) -> None:
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    _, issued = identity.login("bob", PASSWORD)
+    identity.disable(admin, "bob")
+    with pytest.raises(SessionExpiredError):
+        identity.authenticate(issued.token)
+    with pytest.raises(AuthenticationError):
+        identity.login("bob", PASSWORD)
+
+
+def test_only_admins_manage_accounts(identity: IdentityService, admin: Principal) -> None:
+    identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
+    tech, _ = identity.login("tech", PASSWORD)
+    with pytest.raises(PermissionDeniedError, match="may not manage accounts"):
+        identity.add_account(tech, "eve", Role.ADMIN, PASSWORD)
+
+
+def test_break_glass_is_flagged_until_an_admin_acknowledges(
+    runtime: Runtime, identity: IdentityService, admin: Principal
+) -> None:
+    identity.add_account(admin, "er-doctor", Role.BREAK_GLASS, PASSWORD)
+    with pytest.raises(AccountError, match="needs a reason"):
+        identity.login("er-doctor", PASSWORD)
+    principal, _ = identity.login("er-doctor", PASSWORD, reason="trauma bay, PACS login down")
+    assert principal.break_glass
+    flagged = [r for r in runtime.audit.records() if r.flagged]
+    assert {r.event for r in flagged} >= {AuditEvent.BREAK_GLASS, AuditEvent.LOGIN}
+    uses = identity.unacknowledged_break_glass()
+    assert [u.reason for u in uses] == ["trauma bay, PACS login down"]
+    with pytest.raises(PermissionDeniedError):
+        identity.acknowledge_break_glass(principal, uses[0].id)
+    identity.acknowledge_break_glass(admin, uses[0].id)
+    assert identity.unacknowledged_break_glass() == []
+    assert events(runtime)[-1] is AuditEvent.BREAK_GLASS_ACK
+
+
+def test_break_glass_stays_usable_after_failed_attempts(
+    identity: IdentityService, admin: Principal
+) -> None:
+    identity.add_account(admin, "er-doctor", Role.BREAK_GLASS, PASSWORD)
+    for _ in range(7):
+        with pytest.raises(AuthenticationError):
+            identity.login("er-doctor", "wrong wrong wrong", reason="x")
+    principal, _ = identity.login("er-doctor", PASSWORD, reason="stroke alert")
+    assert principal.break_glass
+
+
+def test_policy_comes_from_config(runtime: Runtime) -> None:
+    policy = IdentityPolicy.from_config(runtime.config)
+    assert policy.session_idle_s == 15 * 60
+    assert policy.lockout_threshold == 5

@@ -1,0 +1,58 @@
+"""No PHI in logs: plant patient identifiers in what the box handles, grep every log for them.
+
+Journald/stderr logs (here: every Python log record at DEBUG and everything written to stderr)
+and every file under the state folder must not carry the raw identifiers; the audit trail holds
+only their keyed hashes. Entry points that take PHI (API, DICOM) extend this test as they land.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.export import export_json, export_syslog
+from appliance.audit.log import verify
+from appliance.audit.records import AuditEvent, Outcome, hash_subject
+from appliance.config import Config
+from appliance.logs import setup_logging
+from appliance.runtime import open_runtime
+from appliance.trust import core
+from appliance.trust.tpm import open_tpm
+
+PHI = ("MRN-40917733", "Jane Quinn Public", "1.2.826.0.1.3680043.8.498.44444", "555-01-2345")
+
+
+def test_planted_phi_reaches_no_log_and_no_file(
+    config: Config, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging("DEBUG", stderr=True)
+    caplog.set_level(logging.DEBUG)
+    with open_tpm(config.device_tcti()) as tpm:
+        core.enroll(tpm, config)
+    with open_runtime(config) as rt:
+        for identifier in PHI:
+            rt.audit.append(
+                AuditEvent.PHI_READ, actor="dr-who", role="clinician", outcome=Outcome.SUCCESS,
+                subject=identifier,
+            )  # fmt: skip
+            rt.audit.append(
+                AuditEvent.INFERENCE, actor="pacs", role="service", outcome=Outcome.SUCCESS,
+                subject=identifier, model="chest-ct 1.0.0",
+            )  # fmt: skip
+        records = list(rt.audit.records())
+        with (config.state_dir / "export.json").open("w") as out:
+            export_json(records, out)
+        with (config.state_dir / "export.log").open("w") as out:
+            export_syslog(records, out, hostname="box")
+        assert verify(config.audit_dir, rt.audit_key, rt.audit_anchor).ok
+        hashed = {hash_subject(rt.audit_key, i) for i in PHI}
+    assert hashed <= {r.subject for r in records}, "the audit trail lost the hashed subjects"
+    logged = caplog.text + capfd.readouterr().err
+    files = [p for p in config.state_dir.rglob("*") if p.is_file()]
+    for identifier in PHI:
+        assert identifier not in logged, f"PHI {identifier!r} in the logs"
+        for path in files:
+            assert identifier.encode() not in path.read_bytes(), f"PHI {identifier!r} in {path}"
+    assert Path(config.state_dir / "export.log").stat().st_size > 0
