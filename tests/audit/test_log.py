@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -47,16 +46,6 @@ while int(count) < 0 or n < int(count):
     print(rec.seq, flush=True)
     n += 1
 """
-
-
-@pytest.fixture
-def key() -> bytes:
-    return os.urandom(32)
-
-
-@pytest.fixture
-def anchor(swtpm: Swtpm) -> TpmCheckpointAnchor:
-    return TpmCheckpointAnchor(swtpm.tcti, INDEX)
 
 
 def _appender(

@@ -26,22 +26,11 @@ from appliance.audit import (
 )
 from appliance.audit.records import make_record, parse_head, parse_record
 from appliance.errors import StorageError
-from appliance.trust.swtpm import Swtpm
 
 INDEX = 0x01500021
 EVERY = 10  # with 7000-byte files: file 1 holds 1..20, checkpoints at 11 and 20
 RECORDS = 60
 BAD_MAC = "log rewritten or signed with another key"
-
-
-@pytest.fixture
-def key() -> bytes:
-    return os.urandom(32)
-
-
-@pytest.fixture
-def anchor(swtpm: Swtpm) -> TpmCheckpointAnchor:
-    return TpmCheckpointAnchor(swtpm.tcti, INDEX)
 
 
 def _build(directory: Path, key: bytes, anchor: TpmCheckpointAnchor | None) -> AuditLog:
