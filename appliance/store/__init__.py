@@ -1,0 +1,1 @@
+"""The encrypted model store: per-model A/B slots, installed and switched atomically."""
