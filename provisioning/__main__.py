@@ -1,0 +1,241 @@
+"""``appliance-vendor`` (also ``python -m provisioning``): the vendor's command line.
+
+The work is done in :mod:`provisioning.vendor`; this module parses arguments, loads key files,
+prints progress to stderr and the result to stdout, and is the only place that exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from securesystemslib.signer._key import Key
+
+from appliance.errors import ApplianceError
+from appliance.updates.errors import VendorRepoError
+from appliance.updates.verify import TIME_FORMAT
+from provisioning.vendor import (
+    ROLES,
+    RoleSigners,
+    build_bundle,
+    create_key,
+    init_repo,
+    load_public_key,
+    load_signer,
+    rotate_root,
+)
+
+EPILOG = """\
+a first bundle:
+  appliance-vendor keys create --role root --out keys/root1.pem        (and root2, root3 ...)
+  appliance-vendor keys create --role targets --out keys/targets1.pem  (and targets2, targets3)
+  appliance-vendor keys create --role snapshot --out keys/snapshot.pem
+  appliance-vendor keys create --role timestamp --out keys/timestamp.pem
+  appliance-vendor repo init --repo repo --root-key keys/root{1,2,3}.pem --root-threshold 2 \\
+      --targets-key keys/targets{1,2,3}.pem --targets-threshold 2 \\
+      --snapshot-key keys/snapshot.pem --timestamp-key keys/timestamp.pem
+  appliance-vendor bundle build models/chest-xray --repo repo --out /media/usb \\
+      --targets-key keys/targets1.pem --targets-key keys/targets2.pem \\
+      --snapshot-key keys/snapshot.pem --timestamp-key keys/timestamp.pem
+
+Give the box repo/metadata/1.root.json when it is provisioned. Keep the key files offline.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="appliance-vendor",
+        description="Vendor tool: signing keys, the TUF repository and signed model bundles.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    groups = p.add_subparsers(dest="group", metavar="GROUP", required=True)
+    _add_keys(groups.add_parser("keys", help="signing keys"))
+    _add_repo(groups.add_parser("repo", help="the vendor repository"))
+    _add_root(groups.add_parser("root", help="root metadata: keys, thresholds, expiry"))
+    _add_bundle(groups.add_parser("bundle", help="signed model bundles"))
+    return p
+
+
+def _add_keys(group: argparse.ArgumentParser) -> None:
+    sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    kc = sub.add_parser("create", help="create an Ed25519 key file (0600) and its .pub file")
+    kc.add_argument("--role", choices=ROLES, required=True, help="the role the key will sign for")
+    kc.add_argument("--out", type=Path, required=True, help="private key file to create")
+    kc.set_defaults(func=_cmd_keys_create)
+
+
+def _add_repo(group: argparse.ArgumentParser) -> None:
+    sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    ri = sub.add_parser("init", help="create root version 1 in a new repository folder")
+    _repo_args(ri)
+    _role_args(ri, required=True)
+    ri.set_defaults(func=_cmd_repo_init)
+
+
+def _add_root(group: argparse.ArgumentParser) -> None:
+    sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    rr = sub.add_parser(
+        "rotate",
+        help="write root N+1 (new keys, thresholds or a later expiry), signed by the old "
+        "root's threshold and the new one's",
+    )
+    _repo_args(rr)
+    rr.add_argument(
+        "--sign-with",
+        type=Path,
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="KEY",
+        help="current root key files, up to the current root threshold",
+    )
+    _role_args(rr, required=False)
+    rr.set_defaults(func=_cmd_root_rotate)
+
+
+def _add_bundle(group: argparse.ArgumentParser) -> None:
+    sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    bb = sub.add_parser("build", help="build, sign and write one bundle file for a model folder")
+    bb.add_argument(
+        "model_dir",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="folder with manifest.json, model.xml, model.bin and reference/",
+    )
+    _repo_args(bb)
+    for role in ROLES[1:]:
+        bb.add_argument(
+            f"--{role}-key",
+            type=Path,
+            action="append",
+            required=True,
+            metavar="KEY",
+            help=f"a {role} private key file (repeat to reach the threshold)",
+        )
+    bb.add_argument("--out", type=Path, required=True, help="a folder (a USB mount) or a file")
+    bb.add_argument("--not-before", help="signed not-before, ISO 8601 (default: now)")
+    bb.add_argument("--version", type=int, help="bundle number (default: the last one + 1)")
+    bb.add_argument("--gzip", action="store_true", help="compress the bundle with gzip")
+    bb.set_defaults(func=_cmd_bundle_build)
+
+
+def _repo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", type=Path, required=True, help="the vendor repository folder")
+    p.add_argument("--expires-days", type=int, default=365, help="validity (default 365 days)")
+
+
+def _role_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    for role in ROLES:
+        what = "private key files" if role == "root" else "key files (private or .pub)"
+        p.add_argument(
+            f"--{role}-key",
+            type=Path,
+            action="extend",
+            nargs="+",
+            metavar="KEY",
+            required=required,
+            help=f"{role} {what}, one or more",
+        )
+    for role in ("root", "targets"):
+        p.add_argument(
+            f"--{role}-threshold",
+            type=int,
+            required=required and role == "root",
+            help=f"signatures the {role} role needs",
+        )
+
+
+def _days(args: argparse.Namespace) -> datetime:
+    return datetime.now(UTC) + timedelta(days=args.expires_days)
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    keyid = create_key(args.out, args.role)
+    print(f"created {args.role} key {keyid}\n  private: {args.out} (keep it offline)")
+    print(f"  public:  {args.out}.pub")
+    return 0
+
+
+def _cmd_repo_init(args: argparse.Namespace) -> int:
+    keys = {r: [load_public_key(f, r) for f in getattr(args, f"{r}_key")] for r in ROLES[1:]}
+    signers = [load_signer(f) for f in args.root_key]
+    threshold = args.targets_threshold or 1
+    path = init_repo(args.repo, signers, args.root_threshold, keys, threshold, _days(args))
+    print(f"wrote {path}: root v1; give this file to the boxes when they are provisioned")
+    return 0
+
+
+def _cmd_root_rotate(args: argparse.Namespace) -> int:
+    changes: dict[str, tuple[Sequence[Key] | None, int | None]] = {}
+    for role in ROLES[1:]:
+        files = getattr(args, f"{role}_key")
+        threshold = getattr(args, f"{role}_threshold", None)
+        if files or threshold:
+            keys = [load_public_key(f, role) for f in files] if files else None
+            changes[role] = (keys, threshold)
+    if args.root_threshold:
+        changes["root"] = (None, args.root_threshold)
+    old = [load_signer(f) for f in args.sign_with]
+    new = [load_signer(f) for f in args.root_key or ()]
+    path = rotate_root(args.repo, old, new, changes, _days(args))
+    print(f"wrote {path}; every bundle built from now on carries it")
+    return 0
+
+
+def _cmd_bundle_build(args: argparse.Namespace) -> int:
+    signers = RoleSigners(*([load_signer(f) for f in getattr(args, f"{r}_key")] for r in ROLES[1:]))
+    not_before = None
+    if args.not_before:
+        try:
+            not_before = datetime.fromisoformat(args.not_before)
+        except ValueError:
+            raise VendorRepoError(
+                f"--not-before '{args.not_before}' is not ISO 8601.",
+                "Write it like 2026-12-01T00:00:00Z.",
+            ) from None
+        if not_before.tzinfo is None:
+            not_before = not_before.replace(tzinfo=UTC)
+    built = build_bundle(
+        args.model_dir,
+        args.repo,
+        signers,
+        args.out,
+        not_before=not_before,
+        version=args.version,
+        expires_days=args.expires_days,
+        compress=args.gzip,
+        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+    )
+    m = built.manifest
+    print(f"wrote {built.path}")
+    print(f"  model       {m.name} {m.version} ({m.task})")
+    print(
+        f"  bundle      version {built.version}, root v{built.root_version}, "
+        f"not before {built.not_before:{TIME_FORMAT}}"
+    )
+    print(f"  size        {built.size} bytes")
+    print(f"  sha256      {built.sha256}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; print errors with what to do; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ApplianceError as exc:
+        print(f"appliance-vendor: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"appliance-vendor: what to do: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""The vendor's command line end to end: keys, repository, root rotation, bundles a box accepts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.updates import TrustedState, verify_bundle
+from provisioning.__main__ import main
+
+from .conftest import BOX, manifest_doc, model_bin, write_model
+
+
+class Vendor:
+    """Runs ``appliance-vendor`` in-process, keeps its key files and repository in ``top``."""
+
+    def __init__(self, top: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.top, self.capsys = top, capsys
+        self.keys, self.repo, self.usb = top / "keys", top / "repo", top / "usb"
+        self.keys.mkdir()
+        self.usb.mkdir()
+
+    def run(self, *argv: str | Path, code: int = 0) -> tuple[str, str]:
+        assert main([str(a) for a in argv]) == code
+        out, err = self.capsys.readouterr()
+        return out, err
+
+    def key(self, role: str, name: str) -> Path:
+        path = self.keys / f"{name}.pem"
+        self.run("keys", "create", "--role", role, "--out", path)
+        return path
+
+    def init(self) -> None:
+        roots = [self.key("root", f"root{i}") for i in range(3)]
+        targets = [self.key("targets", f"targets{i}") for i in range(3)]
+        self.key("snapshot", "snapshot")
+        self.key("timestamp", "timestamp")
+        self.run(
+            "repo", "init", "--repo", self.repo,
+            *[a for k in roots for a in ("--root-key", k)], "--root-threshold", "2",
+            *[a for k in targets for a in ("--targets-key", f"{k}.pub")],
+            "--targets-threshold", "2",
+            "--snapshot-key", self.keys / "snapshot.pem.pub",
+            "--timestamp-key", self.keys / "timestamp.pem.pub",
+        )  # fmt: skip
+
+    def build(
+        self,
+        model: Path,
+        *extra: str | Path,
+        targets: tuple[str, ...] = ("targets0", "targets1"),
+        code: int = 0,
+    ) -> tuple[str, str]:
+        return self.run(
+            "bundle", "build", model, "--repo", self.repo, "--out", self.usb,
+            *[a for t in targets for a in ("--targets-key", self.keys / f"{t}.pem")],
+            "--snapshot-key", self.keys / "snapshot.pem",
+            "--timestamp-key", self.keys / "timestamp.pem",
+            *extra, code=code,
+        )  # fmt: skip
+
+    def box(self) -> TrustedState:
+        return TrustedState.from_root((self.repo / "metadata" / "1.root.json").read_bytes())
+
+
+@pytest.fixture
+def vendor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Vendor:
+    return Vendor(tmp_path, capsys)
+
+
+def test_keys_create_writes_a_private_file_and_a_public_file(vendor: Vendor) -> None:
+    out, _ = vendor.run("keys", "create", "--role", "targets", "--out", vendor.keys / "t.pem")
+    private, public = vendor.keys / "t.pem", vendor.keys / "t.pem.pub"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert private.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    doc = json.loads(public.read_text())
+    assert doc["role"] == "targets" and doc["keytype"] == "ed25519"
+    assert f"created targets key {doc['keyid']}" in out
+    _, err = vendor.run("keys", "create", "--role", "targets", "--out", private, code=1)
+    assert "t.pem exists" in err and "keys are never replaced" in err
+
+
+def test_cli_builds_bundles_the_box_verifies(vendor: Vendor) -> None:
+    vendor.init()
+    model = write_model(vendor.top / "models" / "chest", "chest-xray", "1.0.0")
+    out, err = vendor.build(model, "--not-before", "2026-12-01T00:00:00Z")
+    bundle = vendor.usb / "chest-xray-1.0.0.aplbundle"
+    assert f"wrote {bundle}" in out
+    assert "chest-xray 1.0.0 (imaging-anomaly)" in out
+    assert "version 1, root v1, not before 2026-12-01T00:00:00Z" in out
+    assert f"size        {bundle.stat().st_size} bytes" in out
+    assert hashlib.sha256(bundle.read_bytes()).hexdigest() in out
+    assert "hashing model.bin (4096 bytes)" in err and "checking the bundle as a box would" in err
+    verified = verify_bundle(bundle, vendor.box(), 0, BOX)
+    assert verified.file("model.bin") == model_bin("1.0.0")
+    # The repository remembers the number: the next bundle (gzip'ed this time) is version 2.
+    newer = write_model(vendor.top / "models" / "chest2", "chest-xray", "1.1.0")
+    out, _ = vendor.build(newer, "--gzip")
+    assert "version 2, root v1" in out
+    second = verify_bundle(vendor.usb / "chest-xray-1.1.0.aplbundle", verified.trusted, 1, BOX)
+    assert second.file("model.bin") == model_bin("1.1.0")
+
+
+def test_cli_root_rotation_revokes_a_targets_key(vendor: Vendor) -> None:
+    vendor.init()
+    new_key = vendor.key("targets", "targets3")
+    out, _ = vendor.run(
+        "root", "rotate", "--repo", vendor.repo,
+        "--sign-with", vendor.keys / "root0.pem", "--sign-with", vendor.keys / "root1.pem",
+        *[a for t in ("targets1", "targets2") for a in ("--targets-key", vendor.keys / f"{t}.pem")],
+        "--targets-key", f"{new_key}.pub", "--targets-threshold", "2",
+    )  # fmt: skip
+    assert "2.root.json" in out
+    model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
+    _, err = vendor.build(model, targets=("targets0", "targets1"), code=1)
+    assert "needs 2 targets signatures" in err and "are not" in err
+    vendor.build(model, targets=("targets1", "targets3"))
+    verified = verify_bundle(vendor.usb / "chest-xray-1.0.0.aplbundle", vendor.box(), 0, BOX)
+    assert verified.root_version == 2
+
+
+def test_root_rotation_needs_the_old_threshold(vendor: Vendor) -> None:
+    vendor.init()
+    _, err = vendor.run(
+        "root", "rotate", "--repo", vendor.repo, "--sign-with", vendor.keys / "root0.pem", code=1
+    )
+    assert "has 1 of 2 signatures the previous root needs" in err
+    assert not (vendor.repo / "metadata" / "2.root.json").exists()
+
+
+def test_bundle_build_refuses_keys_below_threshold(vendor: Vendor) -> None:
+    vendor.init()
+    model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
+    _, err = vendor.build(model, targets=("targets0",), code=1)
+    assert "needs 2 targets signatures from its targets keys; too few keys given" in err
+    assert not list(vendor.usb.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": "1.0"}, "'1.0' is not a semantic version"),
+        ({"task": "astrology"}, "'astrology' is not a valid task"),
+        ({"colour": "blue"}, "unknown field(s) in manifest: colour"),
+        ({"compatibility": {"min_openvino": "2024.0", "devices": ["TPU"]}}, "'TPU' is not a valid"),
+        ({"reference": {"files": ["../x"], "metric": "auc", "expected": 0.9, "tolerance": 0.1}},
+         "reference file '../x' is not a plain relative path"),
+    ],
+)  # fmt: skip
+def test_bundle_build_refuses_an_invalid_manifest(
+    vendor: Vendor, change: dict[str, object], message: str
+) -> None:
+    vendor.init()
+    model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
+    doc = {**manifest_doc("chest-xray", "1.0.0"), **change}
+    (model / "manifest.json").write_text(json.dumps(doc))
+    _, err = vendor.build(model, code=1)
+    assert message in err
+    assert "Fix manifest.json in the model folder" in err
+
+
+def test_bundle_build_refuses_a_missing_model_file(vendor: Vendor) -> None:
+    vendor.init()
+    model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
+    (model / "model.bin").unlink()
+    _, err = vendor.build(model, code=1)
+    assert "model.bin is missing or not a regular file" in err
+
+
+def test_python_m_provisioning_shows_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "provisioning", "bundle", "build", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert "--targets-key KEY" in proc.stdout and "--not-before" in proc.stdout
