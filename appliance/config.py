@@ -64,6 +64,16 @@ class Config:
         return self.state_dir / "audit"
 
     @property
+    def updates_dir(self) -> Path:
+        """The update agent's state, the trusted vendor metadata, staged metadata."""
+        return self.state_dir / "updates"
+
+    @property
+    def models_dir(self) -> Path:
+        """The encrypted model store (per-model A/B slots)."""
+        return self.state_dir / "models"
+
+    @property
     def swtpm_dir(self) -> Path:
         """State of the embedded software TPM, when one is used."""
         return self.state_dir / "swtpm"

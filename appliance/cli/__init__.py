@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.cli import audit_cmds, trust_cmds, users_cmds
+from appliance.cli import audit_cmds, trust_cmds, update_cmds, users_cmds
 from appliance.cli.common import Handler, load_session
 from appliance.config import Config, load_config
 from appliance.errors import ApplianceError, PermissionDeniedError, SessionExpiredError
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_cmds.register(sub)
     trust_cmds.register(sub)
     audit_cmds.register(sub)
+    update_cmds.register(sub)
     return p
 
 

@@ -106,6 +106,10 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "cli:users unlock": P.USER_MANAGE,
     "cli:users token": P.USER_MANAGE,
     "cli:users revoke": P.USER_MANAGE,
+    "cli:update install": P.UPDATE_INSTALL,
+    "cli:update status": P.UPDATE_READ,
+    "cli:update rollback": P.UPDATE_INSTALL,
+    "cli:update import-root": P.UPDATE_INSTALL,
 }
 
 

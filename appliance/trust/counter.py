@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from appliance.errors import CounterError
-from appliance.trust.tpm import Tpm
+from appliance.trust.tpm import Tpm, open_tpm
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +73,23 @@ class RollbackCounter:
             current = self.read()
         log.info("trust: %s is now %d", self.label, current)
         return current
+
+
+class TpmCounter:
+    """A :class:`RollbackCounter` reached through one short TPM connection per call.
+
+    For long-running callers (the update agent) that must not hold the TPM between steps.
+    """
+
+    def __init__(self, tcti: str, index: int, label: str = "anti-rollback floor") -> None:
+        self.tcti = tcti
+        self.index = index
+        self.label = label
+
+    def read(self) -> int:
+        with open_tpm(self.tcti) as tpm:
+            return RollbackCounter(tpm, self.index, self.label).read()
+
+    def advance_to(self, target: int) -> int:
+        with open_tpm(self.tcti) as tpm:
+            return RollbackCounter(tpm, self.index, self.label).advance_to(target)

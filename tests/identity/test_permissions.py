@@ -89,6 +89,9 @@ def _argv(entry: str, role: Role, tmp: Path) -> list[str]:
         "users unlock": ["nobody"],
         "users token": ["user-service"],
         "users revoke": ["000000000000"],
+        "update install": [str(tmp / "missing.aplbundle")],
+        "update rollback": ["no-such-model"],
+        "update import-root": [str(tmp / "missing-root.json")],
     }  # fmt: skip
     if entry == "trust counter --advance-to":
         return ["trust", "counter", "--advance-to", "1"]

@@ -1,0 +1,104 @@
+"""`appliance update ...`: install a bundle, show the model slots, roll back, import the root."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from appliance.audit.records import AuditEvent, Outcome
+from appliance.cli.common import command
+from appliance.errors import ConfigError
+from appliance.identity.roles import Principal
+from appliance.runtime import Runtime
+from appliance.updates.agent import AgentPaths, Phase, ProgressEvent, import_vendor_root
+
+
+def _actor(who: Principal | None) -> str:
+    return who.username if who else "update-agent"
+
+
+def _show_progress(event: ProgressEvent) -> None:
+    if event.total > 1:
+        pct = 100 * event.done // max(event.total, 1)
+        print(f"\r  {event.phase:<9} {pct:3d}%  {event.message:<60}", end="", file=sys.stderr)
+        if event.done >= event.total:
+            print(file=sys.stderr)
+    else:
+        print(f"  {event.phase:<9} {event.message}", file=sys.stderr)
+
+
+def cmd_install(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    from appliance.updates.wiring import make_agent
+
+    agent = make_agent(rt, _actor(who), _show_progress)
+    state = agent.install(Path(args.bundle))
+    if state.phase is Phase.DONE:
+        print(f"installed {state.model} {state.version} (bundle {state.bundle_version}) in slot "
+              f"{state.slot}; it is live. {state.reason or ''}")  # fmt: skip
+        return 0
+    print(f"update refused, nothing changed: {state.reason}")
+    return 1
+
+
+def cmd_status(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    from appliance.updates.wiring import make_agent
+
+    agent = make_agent(rt, _actor(who))
+    state = agent.resume()
+    last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(state.updated)) if state.updated else ""
+    print(f"last update:  {state.phase} {state.model or ''} {state.version or ''} {last}")
+    if state.reason:
+        print(f"              {state.reason}")
+    print(f"floor:        {agent._counter.read()}")
+    for name in agent.store.models():
+        st = agent.store.state(name)
+        for slot, info in sorted(st.slots.items()):
+            mark = "active" if slot is st.active else "      "
+            what = f"{info.version} (bundle {info.epoch})" if info else "empty"
+            print(f"model {name:<24} slot {slot} {mark} {what}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    from appliance.updates.wiring import make_agent
+
+    slot = make_agent(rt, _actor(who)).rollback_model(args.model)
+    print(f"{args.model}: slot {slot} is active again")
+    return 0
+
+
+def cmd_import_root(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    paths = AgentPaths(rt.config.updates_dir, rt.config.models_dir)
+    try:
+        data = Path(args.root).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {args.root}: {exc.strerror}.", "Check the USB stick is mounted."
+        ) from exc
+    import_vendor_root(paths, data)
+    fingerprint = hashlib.sha256(data).hexdigest()
+    rt.audit.append(
+        AuditEvent.CONFIG_CHANGE, actor=_actor(who), outcome=Outcome.SUCCESS,
+        detail={"action": "import-vendor-root", "sha256": fingerprint},
+    )  # fmt: skip
+    print(f"vendor root trusted; SHA-256 {fingerprint}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    update = sub.add_parser("update", help="signed offline model updates")
+    usub = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
+    inst = command(usub, "install", "verify, install, validate and commit a bundle",
+                   cmd_install, "update install")  # fmt: skip
+    inst.add_argument("bundle", help="the .aplbundle file (on the USB stick)")
+    command(usub, "status", "the last update and every model's slots", cmd_status,
+            "update status")  # fmt: skip
+    rb = command(usub, "rollback", "make a model's previous version active again",
+                 cmd_rollback, "update rollback")  # fmt: skip
+    rb.add_argument("model")
+    root = command(usub, "import-root", "trust the vendor's root metadata (provisioning)",
+                   cmd_import_root, "update import-root")  # fmt: skip
+    root.add_argument("root", help="the vendor's root.json")

@@ -1,0 +1,377 @@
+"""The update agent: one bundle through Verify, Install, Validate, then Commit or Rollback.
+
+An explicit state machine (Mender's names) whose state is persisted atomically before each
+phase's work starts, so that after a power cut the next start knows where it stopped:
+
+    IDLE -> VERIFY -> INSTALL -> VALIDATE -> COMMIT -> DONE
+               |          |          +----> ROLLBACK -> FAILURE
+               +----------+-----------------------------^
+
+Before COMMIT nothing the box runs has changed: the new model is only in the inactive slot, so an
+interrupted run is undone (the slot cleared). COMMIT's steps are idempotent (the slot switch is one
+atomic rename, the TPM counter only moves up to a target, the trusted metadata is rewritten), so an
+interrupted commit is finished. The box therefore always runs either the old or the new model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from appliance.audit.records import AuditEvent, Outcome
+from appliance.errors import ApplianceError, StorageError
+from appliance.fsutil import atomic_write
+from appliance.store.slots import ModelStore, SlotName
+from appliance.updates.manifest import BoxProfile, Manifest
+from appliance.updates.verify import (
+    TrustedState,
+    VerifiedBundle,
+    load_trusted_state,
+    save_trusted_state,
+    verify_bundle,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    VERIFY = "verify"  # Mender's Download: the bundle is read (from USB) and verified
+    INSTALL = "install"
+    VALIDATE = "validate"
+    COMMIT = "commit"
+    ROLLBACK = "rollback"
+    FAILURE = "failure"
+    DONE = "done"
+
+
+TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
+    Phase.IDLE: frozenset({Phase.VERIFY}),
+    Phase.VERIFY: frozenset({Phase.INSTALL, Phase.FAILURE, Phase.ROLLBACK}),
+    Phase.INSTALL: frozenset({Phase.VALIDATE, Phase.ROLLBACK}),
+    Phase.VALIDATE: frozenset({Phase.COMMIT, Phase.ROLLBACK}),
+    Phase.COMMIT: frozenset({Phase.DONE}),
+    Phase.ROLLBACK: frozenset({Phase.FAILURE}),
+    Phase.FAILURE: frozenset({Phase.VERIFY, Phase.IDLE}),
+    Phase.DONE: frozenset({Phase.VERIFY, Phase.IDLE}),
+}
+UNDO_ON_RESUME = frozenset({Phase.VERIFY, Phase.INSTALL, Phase.VALIDATE, Phase.ROLLBACK})
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What the agent is doing, persisted as ``updates/agent.json``."""
+
+    phase: Phase = Phase.IDLE
+    bundle: str | None = None
+    bundle_sha256: str | None = None
+    model: str | None = None
+    version: str | None = None
+    bundle_version: int | None = None
+    slot: SlotName | None = None
+    reason: str | None = None
+    updated: float = 0.0
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> AgentState:
+        doc = json.loads(data)
+        doc["phase"] = Phase(doc["phase"])
+        doc["slot"] = SlotName(doc["slot"]) if doc.get("slot") else None
+        return cls(**doc)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """For the console's progress bar: the phase, bytes or cases done of a total, a sentence."""
+
+    phase: Phase
+    done: int
+    total: int
+    message: str
+
+
+class Validator(Protocol):
+    """Runs the signed reference set on this box's device; appliance.updates.validate does it."""
+
+    def __call__(
+        self,
+        manifest: Manifest,
+        files: Mapping[str, bytes | bytearray],
+        progress: Callable[[int, int], None],
+    ) -> tuple[bool, str]: ...  # fmt: skip
+
+
+class Counter(Protocol):
+    """The anti-rollback floor (the TPM NV counter, through short connections)."""
+
+    def read(self) -> int: ...
+
+    def advance_to(self, target: int) -> int: ...
+
+
+class Auditor(Protocol):
+    def append(
+        self,
+        event: AuditEvent,
+        *,
+        actor: str,
+        outcome: Outcome,
+        detail: Mapping[str, str | int | bool] | None = None,
+        model: str | None = None,
+    ) -> object: ...  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AgentPaths:
+    updates: Path  # agent.json, trusted/ and pending/
+    models: Path  # the model store root
+
+    @property
+    def trusted(self) -> Path:
+        return self.updates / "trusted"
+
+    @property
+    def pending(self) -> Path:
+        return self.updates / "pending"
+
+
+class TransitionError(ApplianceError):
+    """A bug guard: the agent tried a transition its table does not allow."""
+
+
+class UpdateAgent:
+    """Runs bundles through the state machine; every collaborator is passed in."""
+
+    def __init__(
+        self,
+        paths: AgentPaths,
+        *,
+        key: Callable[[], bytes],
+        counter: Counter,
+        audit: Auditor,
+        validator: Validator,
+        box: BoxProfile,
+        actor: str,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+        crash_after: Phase | None = None,
+    ) -> None:
+        self.paths = paths
+        self.store = ModelStore(paths.models)
+        self._key = key
+        self._counter = counter
+        self._audit = audit
+        self._validator = validator
+        self._box = box
+        self._actor = actor
+        self._on_progress = on_progress or (lambda _event: None)
+        # Fault injection for the power-cut tests: SIGKILL right after persisting this phase.
+        self._crash_after = crash_after
+
+    # --- persisted state ------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.paths.updates / "agent.json"
+
+    def state(self) -> AgentState:
+        try:
+            return AgentState.from_json(self.state_file.read_bytes())
+        except FileNotFoundError:
+            return AgentState()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(
+                f"the update agent's state {self.state_file} is damaged.",
+                "Run `appliance update status`; if it persists, remove the file: the model "
+                "slots themselves are consistent.",
+            ) from exc
+
+    def _enter(self, state: AgentState, phase: Phase, **changes: object) -> AgentState:
+        if phase not in TRANSITIONS[state.phase]:
+            raise TransitionError(f"update agent: no transition from {state.phase} to {phase}.")
+        new = replace(state, phase=phase, updated=time.time(), **changes)  # type: ignore[arg-type]
+        atomic_write(self.state_file, new.to_json())
+        log.info("update: %s -> %s", state.phase, phase)
+        if self._crash_after is phase:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return new
+
+    def _progress(self, phase: Phase, done: int, total: int, message: str) -> None:
+        self._on_progress(ProgressEvent(phase, done, total, message))
+
+    # --- one bundle -----------------------------------------------------------------------
+
+    def install(self, bundle: Path) -> AgentState:
+        """Take ``bundle`` through the whole machine; returns the final state (DONE or FAILURE).
+
+        Refusals are not raised: they end in FAILURE with the reason, audited. Raises only for
+        conditions that stop the agent itself (storage, TPM).
+        """
+        state = self.resume()
+        state = self._enter(
+            state, Phase.VERIFY, bundle=str(bundle),
+            bundle_sha256=None, model=None, version=None, bundle_version=None, slot=None,
+            reason=None,
+        )  # fmt: skip
+        try:
+            verified, digest = self._verify(bundle)
+        except ApplianceError as exc:
+            return self._fail(state, f"refused: {exc}")
+        manifest = verified.manifest
+        slot = self.store.state(manifest.name).inactive
+        self._stage(verified)
+        state = self._enter(
+            state, Phase.INSTALL, bundle_sha256=digest, model=manifest.name,
+            version=str(manifest.version), bundle_version=verified.version, slot=slot,
+        )  # fmt: skip
+        files = {name: verified.file(name) for name in manifest.files()}
+        self.store.install(
+            manifest.name, slot, files, key=self._key(), version=str(manifest.version),
+            bundle_sha256=digest, epoch=verified.version,
+            progress=lambda d, t: self._progress(Phase.INSTALL, d, t, f"installing into {slot}"),
+        )  # fmt: skip
+        state = self._enter(state, Phase.VALIDATE)
+        ok, reason = self._validate(manifest, slot)
+        if not ok:
+            return self._rollback(state, reason)
+        state = self._enter(state, Phase.COMMIT, reason=reason)
+        return self._commit(state)
+
+    def _verify(self, bundle: Path) -> tuple[VerifiedBundle, str]:
+        self._progress(Phase.VERIFY, 0, 1, f"verifying {bundle.name}")
+        trusted = load_trusted_state(self.paths.trusted)
+        verified = verify_bundle(bundle, trusted, self._counter.read(), self._box)
+        # The signed timestamp pins snapshot, targets and every file's hash: its digest names
+        # the bundle without a second pass over hundreds of megabytes.
+        digest = hashlib.sha256(verified.trusted.timestamp or b"").hexdigest()
+        self._progress(Phase.VERIFY, 1, 1, "signatures, versions, hashes and compatibility ok")
+        return verified, digest
+
+    def _stage(self, verified: VerifiedBundle) -> None:
+        """Keep the metadata to trust after commit, so that an interrupted commit can finish."""
+        save_trusted_state(self.paths.pending, verified.trusted)
+
+    def _validate(self, manifest: Manifest, slot: SlotName) -> tuple[bool, str]:
+        loaded = self.store.load(manifest.name, self._key(), slot)
+        return self._validator(
+            manifest,
+            loaded.files,
+            lambda d, t: self._progress(Phase.VALIDATE, d, t, "running the reference set"),
+        )
+
+    def _commit(self, state: AgentState) -> AgentState:
+        """Switch the slot, trust the new metadata, raise the floor, audit. Idempotent."""
+        assert state.model and state.slot and state.bundle_version is not None  # noqa: S101
+        before = self.store.state(state.model)
+        previous = before.slots.get(before.active) if before.active else None
+        if before.active is state.slot:  # resuming after the switch: the old one is previous
+            previous = before.slots.get(before.previous) if before.previous else None
+        # ADR 0004's order: trust the new metadata, raise the floor, then switch the slot.
+        if self.paths.pending.joinpath("root.json").exists():
+            save_trusted_state(self.paths.trusted, load_trusted_state(self.paths.pending))
+        # The floor keeps one step of headroom: the model's previous slot stays allowed, so a
+        # technician can roll back to it; anything older can never be installed again.
+        floor = max(self._counter.read(), previous.epoch if previous else 0)
+        self._counter.advance_to(floor)
+        if before.active is not state.slot:
+            self.store.activate(state.model, state.slot)
+        self._audit.append(
+            AuditEvent.UPDATE_INSTALLED, actor=self._actor, outcome=Outcome.SUCCESS,
+            model=f"{state.model} {state.version}",
+            detail={"bundle_version": state.bundle_version, "slot": str(state.slot),
+                    "sha256": state.bundle_sha256 or "", "validation": state.reason or ""},
+        )  # fmt: skip
+        _remove_tree(self.paths.pending)
+        self._progress(Phase.COMMIT, 1, 1, f"{state.model} {state.version} is live")
+        return self._enter(state, Phase.DONE)
+
+    def _rollback(self, state: AgentState, reason: str) -> AgentState:
+        if state.phase is not Phase.ROLLBACK:  # resuming an interrupted rollback: finish it
+            state = self._enter(state, Phase.ROLLBACK, reason=reason)
+        if state.model and state.slot and self.store.state(state.model).active is not state.slot:
+            self.store.clear(state.model, state.slot)
+        _remove_tree(self.paths.pending)
+        return self._fail(state, reason)
+
+    def _fail(self, state: AgentState, reason: str) -> AgentState:
+        state = self._enter(state, Phase.FAILURE, reason=reason)
+        self._audit.append(
+            AuditEvent.UPDATE_REFUSED, actor=self._actor, outcome=Outcome.FAILURE,
+            model=f"{state.model} {state.version}" if state.model else None,
+            detail={"bundle": Path(state.bundle or "").name, "reason": reason[:500]},
+        )  # fmt: skip
+        self._progress(Phase.FAILURE, 1, 1, reason)
+        return state
+
+    # --- after a power cut, and by hand ---------------------------------------------------
+
+    def resume(self) -> AgentState:
+        """Finish an interrupted commit or undo an interrupted install; returns the new state."""
+        state = self.state()
+        if state.phase is Phase.COMMIT:
+            log.warning("update: finishing a commit interrupted by a restart")
+            return self._commit(state)
+        if state.phase in UNDO_ON_RESUME:
+            log.warning("update: undoing an update interrupted during %s", state.phase)
+            reason = (
+                f"interrupted during {state.phase} (power cut or crash); the box still runs the "
+                "previous model. Insert the stick again to retry."
+            )
+            if state.phase is Phase.ROLLBACK and state.reason:
+                reason = state.reason
+            return self._rollback(state, reason)
+        return state
+
+    def rollback_model(self, model: str) -> SlotName:
+        """Make the model's previous slot active again, if the anti-rollback floor permits."""
+        current = self.store.state(model)
+        target = current.inactive
+        info = current.slots.get(target)
+        if current.active is None or info is None:
+            raise ApplianceError(
+                f"model '{model}' has no previous version to roll back to.",
+                "Install the wanted version from a signed bundle instead.",
+            )
+        floor = self._counter.read()
+        if info.epoch < floor:
+            raise ApplianceError(
+                f"the previous version of '{model}' ({info.version}, bundle {info.epoch}) is "
+                f"below the anti-rollback floor {floor}.",
+                "Ask the vendor for a signed bundle of the version you need.",
+            )
+        self.store.activate(model, target)
+        self._audit.append(
+            AuditEvent.UPDATE_INSTALLED, actor=self._actor, outcome=Outcome.SUCCESS,
+            model=f"{model} {info.version}", detail={"action": "rollback", "slot": str(target)},
+        )  # fmt: skip
+        return target
+
+
+def import_vendor_root(paths: AgentPaths, root: bytes) -> TrustedState:
+    """Trust the vendor's root metadata (provisioning); refused once a root is trusted."""
+    if (paths.trusted / "root.json").exists():
+        raise ApplianceError(
+            "this box already trusts a vendor root.",
+            "Root keys rotate through signed bundles; a new root cannot be imported by hand.",
+        )
+    state = TrustedState.from_root(root)
+    save_trusted_state(paths.trusted, state)
+    return state
+
+
+def _remove_tree(folder: Path) -> None:
+    if folder.exists():
+        for child in folder.iterdir():
+            child.unlink()
+        folder.rmdir()

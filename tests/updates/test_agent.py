@@ -1,0 +1,178 @@
+"""The update agent end to end: a vendor-signed bundle of a real OpenVINO model, a real swtpm,
+the real audit log; install, validation gate, commit, rollback, and a power cut at every phase."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.records import AuditEvent
+from appliance.config import Config
+from appliance.errors import ApplianceError
+from appliance.identity.roles import Role
+from appliance.runtime import Runtime, open_runtime
+from appliance.store.slots import SlotName
+from appliance.trust import core
+from appliance.trust.counter import TpmCounter
+from appliance.trust.tpm import open_tpm
+from appliance.updates.agent import Phase, UpdateAgent, import_vendor_root
+from appliance.updates.wiring import make_agent
+from provisioning.testmodel import build_model_dir
+from provisioning.vendor import build_bundle
+
+from .conftest import NOT_BEFORE, RepoSim
+
+PASSWORD = "a long enough passphrase"
+
+
+@dataclass
+class Box:
+    config: Config
+    rt: Runtime
+    sim: RepoSim
+    token: str
+
+    def agent(self) -> UpdateAgent:
+        return make_agent(self.rt, "tech")
+
+    def bundle(self, version: str, *, degrade: bool = False) -> Path:
+        folder = self.sim.top / "real" / version / ("bad" if degrade else "good")
+        build_model_dir(folder, name="risk-demo", version=version, degrade=degrade)
+        out = self.sim.out / f"risk-demo-{version}-{'bad' if degrade else 'good'}.aplbundle"
+        return build_bundle(
+            folder, self.sim.repo, self.sim.signers(), out, not_before=NOT_BEFORE
+        ).path
+
+    def floor(self) -> int:
+        return TpmCounter(self.rt.tcti, self.config.counter_index).read()
+
+    def active_version(self) -> str | None:
+        state = self.agent().store.state("risk-demo")
+        info = state.slots.get(state.active) if state.active else None
+        return info.version if info else None
+
+
+@pytest.fixture
+def box(config: Config, sim: RepoSim) -> Iterator[Box]:
+    with open_tpm(config.device_tcti()) as tpm:
+        core.enroll(tpm, config)
+    with open_runtime(config) as rt:
+        rt.identity.bootstrap_admin("alice", "correct horse battery staple")
+        admin, _ = rt.identity.login("alice", "correct horse battery staple")
+        rt.identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
+        _, issued = rt.identity.login("tech", PASSWORD)
+        agent = make_agent(rt, "tech")
+        import_vendor_root(agent.paths, sim.first_root())
+        yield Box(config, rt, sim, issued.token)
+
+
+def test_signed_bundle_installs_validates_and_commits(box: Box) -> None:
+    state = box.agent().install(box.bundle("1.0.0"))
+    assert state.phase is Phase.DONE, state.reason
+    assert "auc" in (state.reason or "")
+    assert box.active_version() == "1.0.0"
+    loaded = box.agent().store.load("risk-demo", box.agent()._key())
+    assert b"<net" in bytes(loaded.files["model.xml"])
+    events = [r.event for r in box.rt.audit.records()]
+    assert AuditEvent.UPDATE_INSTALLED in events
+
+
+def test_second_bundle_goes_to_the_other_slot_and_raises_the_floor(box: Box) -> None:
+    first = box.agent().install(box.bundle("1.0.0"))
+    second = box.agent().install(box.bundle("1.1.0"))
+    assert second.phase is Phase.DONE, second.reason
+    assert (first.slot, second.slot) == (SlotName.A, SlotName.B)
+    assert box.active_version() == "1.1.0"
+    assert box.floor() == first.bundle_version  # one step of headroom: 1.0.0 may come back
+
+
+def test_validation_below_tolerance_rolls_back(box: Box) -> None:
+    box.agent().install(box.bundle("1.0.0"))
+    state = box.agent().install(box.bundle("2.0.0", degrade=True))
+    assert state.phase is Phase.FAILURE
+    assert "below the vendor's" in (state.reason or "")
+    assert box.active_version() == "1.0.0"
+    assert box.agent().store.state("risk-demo").slots[SlotName.B] is None
+    refused = [r for r in box.rt.audit.records() if r.event is AuditEvent.UPDATE_REFUSED]
+    assert refused and "below the vendor's" in str(refused[-1].detail["reason"])
+
+
+def test_tampered_bundle_is_refused_and_changes_nothing(box: Box) -> None:
+    box.agent().install(box.bundle("1.0.0"))
+    bundle = box.bundle("1.1.0")
+    with tarfile.open(bundle) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/model.bin"))
+    data = bytearray(bundle.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x40  # one bit of the weights
+    bundle.write_bytes(bytes(data))
+    state = box.agent().install(bundle)
+    assert state.phase is Phase.FAILURE and state.reason and state.reason.startswith("refused:")
+    assert box.active_version() == "1.0.0"
+
+
+def test_rollback_to_the_previous_slot_counter_permitting(box: Box) -> None:
+    box.agent().install(box.bundle("1.0.0"))
+    box.agent().install(box.bundle("1.1.0"))
+    assert box.agent().rollback_model("risk-demo") is SlotName.A
+    assert box.active_version() == "1.0.0"
+    box.agent().rollback_model("risk-demo")  # and forward again
+    box.agent().install(box.bundle("1.2.0"))  # floor now at 1.1.0's number; 1.0.0 is gone
+    assert box.agent().rollback_model("risk-demo") is SlotName.B
+    assert box.active_version() == "1.1.0"
+    TpmCounter(box.rt.tcti, box.config.counter_index).advance_to(box.floor() + 5)
+    with pytest.raises(ApplianceError, match="below the anti-rollback floor"):
+        box.agent().rollback_model("risk-demo")
+
+
+def _cli_install(
+    box: Box, bundle: Path, crash_after: Phase | None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env |= {"APPLIANCE_CONFIG": "/nonexistent", "APPLIANCE_TOKEN": box.token}
+    if crash_after:
+        env["APPLIANCE_UPDATE_CRASH_AFTER"] = crash_after.value
+    argv = [sys.executable, "-m", "appliance.cli", "--state-dir", str(box.config.state_dir),
+            "--tcti", box.config.device_tcti(), "update", "install", str(bundle)]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(
+    ("phase", "degrade", "expect_new"),
+    [
+        (Phase.VERIFY, False, False),
+        (Phase.INSTALL, False, False),
+        (Phase.VALIDATE, False, False),
+        (Phase.COMMIT, False, True),
+        (Phase.DONE, False, True),
+        (Phase.ROLLBACK, True, False),
+        (Phase.FAILURE, True, False),
+    ],
+)
+def test_power_cut_at_every_phase_leaves_a_consistent_box(
+    box: Box, phase: Phase, degrade: bool, expect_new: bool
+) -> None:
+    box.agent().install(box.bundle("1.0.0"))
+    floor_before = box.floor()
+    proc = _cli_install(box, box.bundle("1.1.0", degrade=degrade), crash_after=phase)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    agent = box.agent()
+    state = agent.resume()  # what the next start of the agent does
+    assert state.phase in (Phase.DONE, Phase.FAILURE)
+    store = agent.store.state("risk-demo")
+    assert box.active_version() == ("1.1.0" if expect_new else "1.0.0")
+    inactive = store.slots.get(store.inactive)
+    assert (inactive is not None) == expect_new, "a half-installed slot was left behind"
+    agent.store.load("risk-demo", agent._key())  # whatever is active decrypts and is whole
+    assert box.floor() >= floor_before
+    if not expect_new:
+        assert "interrupted" in (state.reason or "") or degrade
+    again = box.agent().install(box.bundle("1.2.0"))  # and the box still takes updates
+    assert again.phase is Phase.DONE, again.reason
