@@ -41,6 +41,8 @@ PUBLIC: Mapping[str, str] = {
     "trust recover": "authorised by the recovery code itself; audited once the keys unseal",
     "trust enroll": "works only on a box not enrolled yet (provisioning); refused afterwards",
     "users bootstrap-admin": "works only while the box has no account (provisioning)",
+    "update scan": "run by the service udev starts for a USB stick; a bundle is authorised by the "
+    "vendor's signatures and the TPM floor, not by who plugged the stick in; audited",
 }
 
 

@@ -14,6 +14,7 @@ from appliance.errors import ConfigError
 from appliance.identity.roles import Principal
 from appliance.runtime import Runtime
 from appliance.updates.agent import AgentPaths, Phase, ProgressEvent, import_vendor_root
+from appliance.updates.bundle import BUNDLE_SUFFIX
 
 
 def _actor(who: Principal | None) -> str:
@@ -41,6 +42,28 @@ def cmd_install(args: argparse.Namespace, rt: Runtime, who: Principal | None) ->
         return 0
     print(f"update refused, nothing changed: {state.reason}")
     return 1
+
+
+def cmd_scan(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    """What the udev-started service runs on a freshly mounted USB stick."""
+    from appliance.updates.wiring import make_agent
+
+    folder = Path(args.folder)
+    bundles = sorted(folder.glob(f"*{BUNDLE_SUFFIX}")) if folder.is_dir() else []
+    if not bundles:
+        print(f"no update bundle (*{BUNDLE_SUFFIX}) in {folder}; nothing to do")
+        return 0
+    agent = make_agent(rt, "update-agent@usb", _show_progress)
+    failed = 0
+    for bundle in bundles:
+        print(f"{bundle.name}:")
+        state = agent.install(bundle)
+        if state.phase is Phase.DONE:
+            print(f"  installed {state.model} {state.version}; it is live")
+        else:
+            failed += 1
+            print(f"  refused, nothing changed: {state.reason}")
+    return 1 if failed else 0
 
 
 def cmd_status(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
@@ -94,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     inst = command(usub, "install", "verify, install, validate and commit a bundle",
                    cmd_install, "update install")  # fmt: skip
     inst.add_argument("bundle", help="the .aplbundle file (on the USB stick)")
+    scan = command(usub, "scan", "install every bundle in a folder (the USB service runs this)",
+                   cmd_scan, "update scan")  # fmt: skip
+    scan.add_argument("folder", help="where the USB stick is mounted")
     command(usub, "status", "the last update and every model's slots", cmd_status,
             "update status")  # fmt: skip
     rb = command(usub, "rollback", "make a model's previous version active again",

@@ -176,3 +176,48 @@ def test_power_cut_at_every_phase_leaves_a_consistent_box(
         assert "interrupted" in (state.reason or "") or degrade
     again = box.agent().install(box.bundle("1.2.0"))  # and the box still takes updates
     assert again.phase is Phase.DONE, again.reason
+
+
+def test_usb_scan_installs_signed_bundles_and_refuses_the_rest(
+    box: Box, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the udev-started service does with a mounted stick (here: a folder)."""
+    from appliance.cli import main
+
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    base = ["--state-dir", str(box.config.state_dir), "--tcti", box.config.device_tcti()]
+    assert main([*base, "update", "scan", str(stick)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    (stick / "a-good.aplbundle").write_bytes(box.bundle("1.0.0").read_bytes())
+    (stick / "b-junk.aplbundle").write_bytes(b"not a bundle at all")
+    assert main([*base, "update", "scan", str(stick)]) == 1
+    out = capsys.readouterr().out
+    assert "installed risk-demo 1.0.0" in out and "refused, nothing changed" in out
+    assert box.active_version() == "1.0.0"
+    actors = {r.actor for r in box.rt.audit.records() if r.event is AuditEvent.UPDATE_INSTALLED}
+    assert actors == {"update-agent@usb"}
+
+
+def test_udev_rule_starts_the_update_unit() -> None:
+    image = Path(__file__).resolve().parents[2] / "image"
+    rule = (image / "udev" / "90-appliance-update.rules").read_text()
+    assert 'ENV{SYSTEMD_WANTS}+="appliance-update@%k.service"' in rule
+    unit = (image / "units" / "appliance-update@.service").read_text()
+    assert "ExecStart=/opt/appliance/bin/appliance update scan /run/appliance-usb/%i" in unit
+
+
+def test_status_and_rollback_through_the_cli(
+    box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from appliance.cli import main
+
+    box.agent().install(box.bundle("1.0.0"))
+    box.agent().install(box.bundle("1.1.0"))
+    monkeypatch.setenv("APPLIANCE_TOKEN", box.token)
+    base = ["--state-dir", str(box.config.state_dir), "--tcti", box.config.device_tcti()]
+    assert main([*base, "update", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "slot a        1.0.0" in out and "slot b active 1.1.0" in out
+    assert main([*base, "update", "rollback", "risk-demo"]) == 0
+    assert "slot a is active again" in capsys.readouterr().out
