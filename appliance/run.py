@@ -55,13 +55,21 @@ def run(
     return proc
 
 
-def spawn(cmd: Sequence[Arg], *, log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in the background, its output going to ``log_file`` (or discarded)."""
+def spawn(
+    cmd: Sequence[Arg], *, log_file: Path | None = None, own_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in the background, its output going to ``log_file`` (or discarded).
+
+    ``own_session`` keeps it out of the terminal's process group, so that Ctrl-C reaches only
+    the caller, which then stops it in order.
+    """
     argv = _argv(cmd)
     log.debug("spawn: %s", shlex.join(argv))
     out = log_file.open("ab") if log_file else subprocess.DEVNULL
     try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=own_session
+        )
     except FileNotFoundError as exc:
         raise CommandError(
             f"command not found: {argv[0]}.", "Install it (`make deps` installs what we need)."

@@ -12,13 +12,16 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from appliance.config import Config
 from appliance.runtime import Runtime
 from appliance.trust import core
 from appliance.trust.connection import tpm_endpoint
 from appliance.trust.tpm import open_tpm
+
+if TYPE_CHECKING:
+    from appliance.api.server import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +56,51 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             say("first start: keys enrolled. Recovery code, shown ONCE, write it down:")
             say(f"    {code}")
         runtime = Runtime(config, endpoint)
+        api = None
         try:
             _report_break_glass(runtime, say)
             say(f"audit trail    {config.audit_dir}")
+            api = _start_api(runtime, say)
             say("ready; press Ctrl-C to stop")
-            _notify("READY=1")
+            _notify(f"READY=1\nSTATUS=serving {len(api.services.registry.names())} model(s)")
             log.info("appliance ready")
             stop.wait()
             _notify("STOPPING=1")
             say("stopping")
+        finally:
+            if api is not None:
+                api.stop()
             # Anchor the tail of the audit log in the TPM so that a later rollback shows.
             runtime.audit.checkpoint()
-        finally:
             runtime.close()
     say("stopped")
     return 0
+
+
+def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:
+    import openvino as ov
+
+    from appliance import hardware
+    from appliance.api.server import serve
+
+    ov_core = ov.Core()
+    detected = hardware.detect(ov_core, runtime.config.state_dir)
+    profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
+    problems = hardware.compare(profile, detected)
+    errors = [m for m in problems if m.severity == "error"]
+    say(f"hardware       profile {profile.name}; devices {', '.join(detected.openvino_devices)}; "
+        f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
+        f"{' (appliance hardware)' if problems else ''}")  # fmt: skip
+    api = serve(runtime, ov_core)
+    models = ", ".join(
+        f"{m.manifest.name} {m.manifest.version} on {m.provenance.device}"
+        for m in api.services.registry.all()
+    )
+    say(f"api            https://{api.host}:{api.port} (KServe v2, tasks, results, metrics); "
+        f"models: {models or 'none installed yet (appliance update install)'}")  # fmt: skip
+    say(f"site cert      {api.tls.cert if api.tls else 'none'} "
+        f"(SHA-256 {api.tls.fingerprint() if api.tls else '-'})")  # fmt: skip
+    return api
 
 
 def _report_break_glass(runtime: Runtime, say: Callable[[str], None]) -> None:

@@ -41,9 +41,22 @@ PUBLIC: Mapping[str, str] = {
     "trust recover": "authorised by the recovery code itself; audited once the keys unseal",
     "trust enroll": "works only on a box not enrolled yet (provisioning); refused afterwards",
     "users bootstrap-admin": "works only while the box has no account (provisioning)",
+    "hardware": "diagnosis of the devices, TPM, memory and disk against the box profiles; no PHI",
     "update scan": "run by the service udev starts for a USB stick; a bundle is authorised by the "
     "vendor's signatures and the TPM floor, not by who plugged the stick in; audited",
 }
+
+
+def cmd_hardware(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    import openvino as ov
+
+    from appliance import hardware
+
+    detected = hardware.detect(ov.Core(), rt.config.state_dir)
+    profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
+    mismatches = hardware.compare(profile, detected)
+    print(hardware.report(profile, detected, mismatches))
+    return 1 if any(m.severity == "error" for m in mismatches) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     trust_cmds.register(sub)
     audit_cmds.register(sub)
     update_cmds.register(sub)
+    hw = sub.add_parser("hardware", help="what this box has, against its hardware profile")
+    hw.set_defaults(func=cmd_hardware, entry="hardware")
     return p
 
 

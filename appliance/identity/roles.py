@@ -84,7 +84,7 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     ),  # fmt: skip
     Role.CLINICIAN: _CLINICAL,
     Role.AUDITOR: frozenset({P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_EXPORT, P.HEALTH_READ}),
-    Role.SERVICE: frozenset({P.INFER, P.RESULTS_READ}),
+    Role.SERVICE: frozenset({P.INFER, P.RESULTS_READ, P.HEALTH_READ}),
     Role.BREAK_GLASS: _CLINICAL,
 }
 
@@ -110,6 +110,17 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "cli:update status": P.UPDATE_READ,
     "cli:update rollback": P.UPDATE_INSTALL,
     "cli:update import-root": P.UPDATE_INSTALL,
+    "api:GET /v2/health/live": P.HEALTH_READ,
+    "api:GET /v2/health/ready": P.HEALTH_READ,
+    "api:GET /v2": P.HEALTH_READ,
+    "api:GET /v2/models/{name}": P.HEALTH_READ,
+    "api:GET /v2/models/{name}/ready": P.HEALTH_READ,
+    "api:POST /v2/models/{name}/infer": P.INFER,
+    "api:POST /v1/tasks/risk-score": P.INFER,
+    "api:POST /v1/tasks/notes": P.INFER,
+    "api:POST /v1/tasks/studies": P.INFER,
+    "api:GET /v1/results/{request_id}": P.RESULTS_READ,
+    "api:GET /metrics": P.HEALTH_READ,
 }
 
 

@@ -161,6 +161,19 @@ def run_cases(
     return np.concatenate([results[start] for start in sorted(results)])
 
 
+def infer(compiled: ov.CompiledModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
+    """One synchronous inference on its own infer request (safe from many threads at once).
+
+    Returns every output by name, copied out of the request's memory. Raises InferenceError.
+    """
+    with _openvino_errors("inference failed", _RUN_HINT):
+        request = compiled.create_infer_request()
+        request.infer(dict(inputs))
+        return {
+            out.get_any_name(): np.array(request.get_tensor(out).data) for out in compiled.outputs
+        }
+
+
 def _case_count(inputs: Mapping[str, Array]) -> int:
     counts = {len(array) for array in inputs.values()}
     if len(counts) != 1 or 0 in counts:

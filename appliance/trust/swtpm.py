@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -50,6 +51,10 @@ class Swtpm:
         return f"swtpm:path={self.sock}"
 
     @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "swtpm.pid"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
@@ -66,8 +71,10 @@ class Swtpm:
                 "--server", f"type=unixio,path={self.sock}",
                 "--ctrl", f"type=unixio,path={self.sock}.ctrl",
                 "--flags", "not-need-init,startup-clear",
+                "--pid", f"file={self.pid_file}",
             ],
             log_file=self.state_dir / "swtpm.log",
+            own_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not self.accepts():
@@ -110,11 +117,15 @@ class Swtpm:
         log.info("swtpm stopped")
 
     def kill(self) -> None:
-        """Unclean stop (SIGKILL), as a power cut would do."""
+        """Unclean stop (SIGKILL), as a power cut would do; also of a swtpm another process
+        started on this state (found by its pid file), for example after that process died."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
 
     def __enter__(self) -> Swtpm:
         self.start()

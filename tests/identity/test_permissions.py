@@ -98,7 +98,9 @@ def _argv(entry: str, role: Role, tmp: Path) -> list[str]:
     return [*entry.split(), *samples.get(entry, [])]
 
 
-@pytest.mark.parametrize("entry", sorted(e.removeprefix("cli:") for e in ENTRY_POINTS))
+@pytest.mark.parametrize(
+    "entry", sorted(e.removeprefix("cli:") for e in ENTRY_POINTS if e.startswith("cli:"))
+)
 def test_permission_matrix(
     entry: str,
     box: dict[Role, str],

@@ -1,0 +1,84 @@
+"""What routes share: the services, authentication, permission checks, audit and results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from appliance.api.metrics import Metrics
+from appliance.api.results import ResultStore
+from appliance.audit.records import AuditEvent, Outcome
+from appliance.errors import PermissionDeniedError, SessionExpiredError
+from appliance.identity.roles import ENTRY_POINTS, Permission, Principal, may
+from appliance.identity.service import Auditor, IdentityService
+from appliance.inference.registry import ModelRegistry, ServedModel
+
+
+@dataclass
+class ApiServices:
+    """Everything the routes use, built once by the caller of create_app."""
+
+    registry: ModelRegistry
+    results: ResultStore
+    identity: IdentityService
+    audit: Auditor
+    metrics: Metrics
+    server_name: str = "appliance"
+    server_version: str = "0"
+
+
+def services(request: Request) -> ApiServices:
+    svc: ApiServices = request.app.state.services
+    return svc
+
+
+def authorise(svc: ApiServices, headers: Mapping[str, str], entry: str) -> Principal:
+    """Authenticate the bearer token and check the entry point's permission (denials audited)."""
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise SessionExpiredError(
+            "this request carries no bearer token.",
+            "Send 'Authorization: Bearer <token>' (a service token from `appliance users "
+            "token`, or a session from `appliance login`).",
+        )
+    principal = svc.identity.authenticate(token)
+    permission: Permission = ENTRY_POINTS[entry]
+    if not may(principal.role, permission):
+        svc.identity.record_denial(principal, entry, permission)
+        raise PermissionDeniedError(
+            f"{principal.username} ({principal.role}) may not call {entry.removeprefix('api:')}.",
+            f"It needs the permission {permission}; ask an admin.",
+        )
+    return principal
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def inputs_digest(payload: Any) -> str:
+    """A digest of the request's inputs: lets a result be matched to its inputs without PHI."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def record(
+    svc: ApiServices, who: Principal, model: ServedModel, *, request_id: str, route: str,
+    subject: str | None, inputs_sha256: str, outputs: Any,
+) -> None:  # fmt: skip
+    """Audit the PHI request, then store the result durably: both before the answer leaves."""
+    svc.audit.append(
+        AuditEvent.INFERENCE, actor=who.username, role=who.role.value, outcome=Outcome.SUCCESS,
+        subject=subject, model=f"{model.manifest.name} {model.manifest.version}",
+        detail={"request_id": request_id, "route": route}, flagged=who.break_glass,
+    )  # fmt: skip
+    svc.results.put(
+        request_id, actor=who.username, route=route, provenance=model.provenance.as_dict(),
+        inputs_sha256=inputs_sha256, outputs=outputs,
+    )  # fmt: skip

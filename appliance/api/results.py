@@ -1,0 +1,119 @@
+"""Durable results: every answer is in SQLite (WAL, synchronous=FULL) before it is sent.
+
+A result row holds the request id, who asked, the provenance (model, version, bundle digest,
+device, OpenVINO version), a SHA-256 of the inputs (not the inputs: they may be PHI) and the
+outputs as JSON. It commits before the response leaves, so a client that got an answer can always
+fetch it again by request id, whatever happened to the server afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ApplianceError, StorageError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    request_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    actor TEXT NOT NULL,
+    route TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    inputs_sha256 TEXT NOT NULL,
+    outputs TEXT NOT NULL
+);
+"""
+
+
+class ResultNotFoundError(ApplianceError):
+    """No result with that request id."""
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    request_id: str
+    created: float
+    actor: str
+    route: str
+    provenance: Mapping[str, str]
+    inputs_sha256: str
+    outputs: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id, "created": self.created, "actor": self.actor,
+            "route": self.route, "provenance": dict(self.provenance),
+            "inputs_sha256": self.inputs_sha256, "outputs": self.outputs,
+        }  # fmt: skip
+
+
+class ResultStore:
+    """The results database; one connection per thread, every write committed durably."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        path.chmod(0o600)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as exc:
+                raise StorageError(
+                    f"cannot open the results database {self.path}: {exc}.",
+                    "Check that the state partition is mounted read-write and not full.",
+                ) from exc
+            self._local.db = db
+        return db
+
+    def put(
+        self, request_id: str, *, actor: str, route: str, provenance: Mapping[str, str],
+        inputs_sha256: str, outputs: Any,
+    ) -> None:  # fmt: skip
+        """Store a result durably; returns only once it is on disk."""
+        try:
+            self._db().execute(
+                "INSERT INTO results VALUES (?,?,?,?,?,?,?)",
+                (request_id, time.time(), actor, route, json.dumps(dict(provenance)),
+                 inputs_sha256, json.dumps(outputs)),
+            )  # fmt: skip
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"cannot store the result {request_id}: {exc}.",
+                "The answer was not sent; retry. If it persists, check the state partition.",
+            ) from exc
+
+    def get(self, request_id: str) -> StoredResult:
+        row = (
+            self._db()
+            .execute(
+                "SELECT request_id, created, actor, route, provenance, inputs_sha256, outputs "
+                "FROM results WHERE request_id = ?",
+                (request_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise ResultNotFoundError(
+                f"there is no result with request id '{request_id}'.",
+                "Use the request id returned with the answer (the X-Request-Id header).",
+            )
+        return StoredResult(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5],
+                            json.loads(row[6]))  # fmt: skip
+
+    def count(self) -> int:
+        return int(self._db().execute("SELECT count(*) FROM results").fetchone()[0])

@@ -1,0 +1,1 @@
+"""Route modules: thin handlers over the services in appliance.api.deps."""

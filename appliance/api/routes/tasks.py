@@ -1,0 +1,113 @@
+"""Task routes: risk scores, notes, studies. Schemas and validation here; the note and study
+logic lands with the reference models and the DICOM receiver (until then: 503, saying so)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from appliance.api.deps import (
+    ApiServices,
+    authorise,
+    inputs_digest,
+    new_request_id,
+    record,
+    services,
+)
+from appliance.api.tensors import InputError
+from appliance.errors import ApplianceError
+from appliance.inference.registry import ServedModel
+from appliance.updates.manifest import Task
+
+router = APIRouter()
+
+
+class NoModelForTaskError(ApplianceError):
+    """No installed model performs the task."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RiskScoreRequest(Strict):
+    subject_id: str | None = Field(None, max_length=128, description="patient or encounter id")
+    features: list[list[float]] = Field(..., min_length=1, max_length=10_000)
+
+
+class NotesRequest(Strict):
+    note_id: str | None = Field(None, max_length=128)
+    text: str = Field(..., min_length=1, max_length=1_000_000)
+
+
+class StudyRequest(Strict):
+    study_instance_uid: str = Field(..., pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
+
+
+class TaskResult(BaseModel):
+    request_id: str
+    provenance: dict[str, str]
+    result: dict[str, Any]
+
+
+def _model_for(svc: ApiServices, task: Task) -> ServedModel:
+    for model in svc.registry.all():
+        if model.manifest.task is task:
+            return model
+    raise NoModelForTaskError(
+        f"no installed model performs the task '{task}'.",
+        "Install the vendor's bundle for it (`appliance update install`).",
+    )
+
+
+def _risk(svc: ApiServices, headers: dict[str, str], body: RiskScoreRequest) -> TaskResult:
+    who = authorise(svc, headers, "api:POST /v1/tasks/risk-score")
+    model = _model_for(svc, Task.RISK_TABULAR)
+    spec = model.manifest.inputs[0]
+    width = spec.shape[-1]
+    if any(len(row) != width for row in body.features):
+        raise InputError(
+            f"every row of 'features' must hold {width} numbers for {model.manifest.name}.",
+            "Send one row of the model's features per case.",
+        )
+    features = np.asarray(body.features, dtype=np.float32)
+    if not np.isfinite(features).all():
+        raise InputError("'features' holds NaN or infinite values.", "Send finite numbers.")
+    outputs = model.infer({spec.name: features})
+    scores = outputs[model.manifest.outputs[0].name].reshape(len(features), -1)[:, 0]
+    result = {"scores": [round(float(s), 6) for s in scores]}
+    request_id = new_request_id()
+    record(svc, who, model, request_id=request_id, route="risk-score", subject=body.subject_id,
+           inputs_sha256=inputs_digest(body.features), outputs=result)  # fmt: skip
+    return TaskResult(request_id=request_id, provenance=model.provenance.as_dict(), result=result)
+
+
+@router.post("/v1/tasks/risk-score")
+async def risk_score(request: Request, body: RiskScoreRequest) -> TaskResult:
+    return await run_in_threadpool(_risk, services(request), dict(request.headers), body)
+
+
+def _pending(svc: ApiServices, headers: dict[str, str], entry: str, task: Task) -> TaskResult:
+    authorise(svc, headers, entry)
+    _model_for(svc, task)
+    raise NoModelForTaskError(
+        f"the '{task}' task logic is not installed on this box yet.",
+        "It arrives with the vendor's reference models; nothing was stored.",
+    )
+
+
+@router.post("/v1/tasks/notes")
+async def notes(request: Request, body: NotesRequest) -> TaskResult:
+    args = (services(request), dict(request.headers), "api:POST /v1/tasks/notes", Task.NOTES_PHI)
+    return await run_in_threadpool(_pending, *args)
+
+
+@router.post("/v1/tasks/studies")
+async def studies(request: Request, body: StudyRequest) -> TaskResult:
+    args = (services(request), dict(request.headers), "api:POST /v1/tasks/studies",
+            Task.IMAGING_ANOMALY)  # fmt: skip
+    return await run_in_threadpool(_pending, *args)

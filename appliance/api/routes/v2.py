@@ -1,0 +1,156 @@
+"""The KServe v2 REST protocol (open inference protocol), so stock v2 clients work unchanged."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from appliance.api.deps import (
+    ApiServices,
+    authorise,
+    inputs_digest,
+    new_request_id,
+    record,
+    services,
+)
+from appliance.api.tensors import InputError, decode_inputs, encode_outputs, v2_type
+from appliance.inference.registry import ServedModel
+from appliance.updates.manifest import TensorSpec
+
+router = APIRouter()
+
+
+def _check(request: Request, entry: str) -> ApiServices:
+    svc = services(request)
+    authorise(svc, request.headers, entry)
+    return svc
+
+
+@router.get("/v2/health/live")
+def live(request: Request) -> dict[str, bool]:
+    _check(request, "api:GET /v2/health/live")
+    return {"live": True}
+
+
+@router.get("/v2/health/ready")
+def ready(request: Request, response: Response) -> dict[str, bool]:
+    svc = _check(request, "api:GET /v2/health/ready")
+    ok = bool(svc.registry.names())
+    response.status_code = 200 if ok else 503
+    return {"ready": ok}
+
+
+@router.get("/v2")
+def server_metadata(request: Request) -> dict[str, Any]:
+    svc = _check(request, "api:GET /v2")
+    return {"name": svc.server_name, "version": svc.server_version, "extensions": []}
+
+
+def _spec(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": v2_type(spec), "shape": list(spec.shape)}
+
+
+def _metadata(model: ServedModel) -> dict[str, Any]:
+    m = model.manifest
+    return {
+        "name": m.name,
+        "versions": [str(m.version)],
+        "platform": "openvino_ir",
+        "inputs": [_spec(s) for s in m.inputs],
+        "outputs": [_spec(s) for s in m.outputs],
+        "parameters": model.provenance.as_dict(),
+    }  # fmt: skip
+
+
+@router.get("/v2/models/{name}")
+@router.get("/v2/models/{name}/versions/{version}")
+def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    svc = _check(request, "api:GET /v2/models/{name}")
+    return _metadata(svc.registry.get(name, version))
+
+
+@router.get("/v2/models/{name}/ready")
+@router.get("/v2/models/{name}/versions/{version}/ready")
+def model_ready(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    svc = _check(request, "api:GET /v2/models/{name}/ready")
+    svc.registry.get(name, version)
+    return {"name": name, "ready": True}
+
+
+@router.post("/v2/models/{name}/infer")
+@router.post("/v2/models/{name}/versions/{version}/infer")
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    body = await request.body()
+    headers = dict(request.headers)
+    result, request_id = await run_in_threadpool(
+        _infer, services(request), headers, name, version, body
+    )
+    return Response(
+        json.dumps(result), media_type="application/json", headers={"X-Request-Id": request_id}
+    )
+
+
+def _infer(
+    svc: ApiServices, headers: dict[str, str], name: str, version: str | None, body: bytes
+) -> tuple[dict[str, Any], str]:
+    who = authorise(svc, headers, "api:POST /v2/models/{name}/infer")
+    payload = _parse(body)
+    model = svc.registry.get(name, version)
+    labels = (model.manifest.name, model.provenance.device)
+    start = time.perf_counter()
+    svc.metrics.in_flight.inc()
+    try:
+        arrays = decode_inputs(model.manifest, payload["inputs"])
+        outputs = model.infer(arrays)
+        wanted = [str(o.get("name")) for o in payload.get("outputs") or []]
+        encoded = encode_outputs(outputs, wanted)
+        request_id = new_request_id()
+        params = payload.get("parameters") or {}
+        subject = params.get("subject_id") if isinstance(params, dict) else None
+        record(svc, who, model, request_id=request_id, route="v2-infer",
+               subject=str(subject) if subject else None,
+               inputs_sha256=inputs_digest(payload["inputs"]), outputs=encoded)  # fmt: skip
+    except Exception:
+        svc.metrics.requests.labels(*labels, "error").inc()
+        raise
+    finally:
+        svc.metrics.in_flight.dec()
+        svc.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+    svc.metrics.requests.labels(*labels, "ok").inc()
+    response = {
+        "model_name": model.manifest.name,
+        "model_version": str(model.manifest.version),
+        "outputs": encoded,
+        "parameters": {**model.provenance.as_dict(), "request_id": request_id},
+    }
+    if "id" in payload:
+        response["id"] = str(payload["id"])
+    return response, request_id
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"the body is not JSON: {exc}.", "Send a KServe v2 inference request."
+        ) from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise InputError(
+            "the body has no 'inputs' list.",
+            'Send {"inputs": [{"name", "shape", "datatype", "data"}, ...]}.',
+        )
+    if not all(isinstance(i, dict) for i in payload["inputs"]):
+        raise InputError(
+            "every entry of 'inputs' must be an object.", "See the KServe v2 protocol."
+        )
+    outputs = payload.get("outputs")
+    if outputs is not None and not (
+        isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs)
+    ):
+        raise InputError("'outputs' must be a list of objects with a 'name'.")
+    return payload

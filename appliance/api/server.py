@@ -1,0 +1,127 @@
+"""Serve the API with uvicorn over TLS, in a thread of the calling process, and keep its models
+fresh: a watcher thread reloads a model when the update agent commits a new slot."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from appliance import __version__, hardware
+from appliance.api.app import create_app
+from appliance.api.deps import ApiServices
+from appliance.api.metrics import Metrics
+from appliance.api.results import ResultStore
+from appliance.api.tls import SiteCertificate, ensure_site_certificate
+from appliance.errors import ApplianceError
+from appliance.inference.registry import ModelRegistry
+from appliance.runtime import Runtime
+from appliance.store.slots import ModelStore
+from appliance.trust import core
+from appliance.trust.keys import KeyName
+from appliance.trust.tpm import open_tpm
+from appliance.updates.manifest import Manifest
+
+log = logging.getLogger(__name__)
+REFRESH_S = 1.0
+
+
+def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
+    """The API's services for this box: models from the encrypted store, results, identity."""
+
+    def model_key() -> bytes:
+        with open_tpm(rt.tcti) as tpm:
+            return core.key_store(rt.config).unseal(tpm, KeyName.MODEL_STORE)
+
+    detected = hardware.detect(ov_core, rt.config.state_dir)
+    profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
+
+    def choose(manifest: Manifest) -> str:
+        # Interactive work: the API answers one request at a time, as fast as it can.
+        return hardware.choose_device(
+            detected.openvino_devices, {str(d) for d in manifest.compatibility.devices},
+            interactive=True, profile=profile,
+        )  # fmt: skip
+
+    registry = ModelRegistry(ModelStore(rt.config.models_dir), model_key, ov_core, choose)
+    return ApiServices(
+        registry=registry,
+        results=ResultStore(rt.config.state_dir / "results.db"),
+        identity=rt.identity,
+        audit=rt.audit,
+        metrics=Metrics(),
+        server_name=rt.config.box_id,
+        server_version=__version__,
+    )
+
+
+@dataclass
+class ApiServer:
+    """uvicorn in a thread, plus the model watcher. ``port`` is known once started."""
+
+    services: ApiServices
+    host: str
+    port: int
+    tls: SiteCertificate | None
+
+    def __post_init__(self) -> None:
+        app = create_app(self.services)
+        config = uvicorn.Config(
+            app, host=self.host, port=self.port, log_config=None, access_log=False,
+            lifespan="off", ssl_certfile=str(self.tls.cert) if self.tls else None,
+            ssl_keyfile=str(self.tls.key) if self.tls else None,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Load the models, then serve; returns once the socket listens."""
+        self.refresh()
+        serve = threading.Thread(target=self._server.run, name="api", daemon=True)
+        watch = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+        self._threads = [serve, watch]
+        serve.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not serve.is_alive() or time.monotonic() > deadline:
+                raise ApplianceError(
+                    f"the API did not start on {self.host}:{self.port}.",
+                    "Another program may use the port; set api_port in the configuration.",
+                )
+            time.sleep(0.02)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        watch.start()
+
+    def refresh(self) -> None:
+        for name in self.services.registry.refresh():
+            model = self.services.registry.get(name)
+            self.services.metrics.load_seconds.labels(name, model.provenance.device).set(
+                model.load_seconds
+            )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            try:
+                self.refresh()
+            except ApplianceError as exc:
+                log.warning("api: model refresh failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+def serve(rt: Runtime, ov_core: Any, *, port: int | None = None, tls: bool = True) -> ApiServer:
+    """Start the API for ``rt`` on its configured host and port (``port`` overrides)."""
+    site = ensure_site_certificate(rt.config.state_dir / "tls", rt.config.box_id) if tls else None
+    server = ApiServer(build_services(rt, ov_core), rt.config.api_host,
+                       rt.config.api_port if port is None else port, site)  # fmt: skip
+    server.start()
+    return server

@@ -1,0 +1,136 @@
+"""The models this process serves: loaded from the encrypted store, compiled, swapped hot.
+
+Each served model is an immutable :class:`ServedModel` (compiled model, manifest, provenance).
+A request takes a reference to the current one and runs on it to the end; when the update agent
+commits a new slot (the model's ``state.json`` generation changes), :meth:`ModelRegistry.refresh`
+compiles the new slot and replaces the reference. Requests in flight finish on the old model, which
+is freed when the last of them drops it; none fails because of the swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy.typing as npt
+
+from appliance.errors import ApplianceError
+from appliance.inference import engine
+from appliance.store.slots import ModelStore
+from appliance.updates.manifest import MANIFEST_NAME, MODEL_BIN, MODEL_XML, Manifest, parse_manifest
+
+log = logging.getLogger(__name__)
+Array = npt.NDArray[Any]
+
+
+class ModelNotFoundError(ApplianceError):
+    """No model of that name (or version) is served."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What every result carries: which model, from which bundle, on which device and runtime."""
+
+    model_name: str
+    model_version: str
+    bundle_sha256: str
+    device: str
+    openvino_version: str
+    slot: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "model_name": self.model_name, "model_version": self.model_version,
+            "bundle_sha256": self.bundle_sha256, "device": self.device,
+            "openvino_version": self.openvino_version, "slot": self.slot,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    manifest: Manifest
+    provenance: Provenance
+    compiled: Any  # ov.CompiledModel
+    generation: int
+    load_seconds: float
+
+    def infer(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        """One synchronous inference; safe from many threads (one infer request each)."""
+        return engine.infer(self.compiled, inputs)
+
+
+DeviceChooser = Callable[[Manifest], str]
+
+
+class ModelRegistry:
+    """Every model with an active slot in ``store``, compiled for the device ``choose`` picks."""
+
+    def __init__(
+        self, store: ModelStore, key: Callable[[], bytes], core: Any, choose: DeviceChooser
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._core = core
+        self._choose = choose
+        self._models: dict[str, ServedModel] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        """The model served under ``name`` (and ``version`` if given)."""
+        model = self._models.get(name)
+        if model is None or (version is not None and str(model.manifest.version) != version):
+            served = ", ".join(f"{m.manifest.name} {m.manifest.version}" for m in self.all())
+            raise ModelNotFoundError(
+                f"no model '{name}'{f' version {version}' if version else ''} is served.",
+                f"Served: {served or 'none'}. Install one with `appliance update install`.",
+            )
+        return model
+
+    def all(self) -> list[ServedModel]:
+        return [self._models[n] for n in sorted(self._models)]
+
+    def refresh(self) -> list[str]:
+        """Load every model whose active slot changed since the last call; return their names.
+
+        A model that fails to load keeps serving its previous version (the failure is logged).
+        """
+        changed = []
+        for name in self._store.models():
+            state = self._store.state(name)
+            current = self._models.get(name)
+            if state.active is None or (current and current.generation == state.generation):
+                continue
+            try:
+                model = self._load(name, state.generation)
+            except ApplianceError as exc:
+                log.warning("inference: cannot load model %s, keeping the old one: %s", name, exc)
+                continue
+            with self._lock:
+                self._models[name] = model
+            changed.append(name)
+            log.info("inference: serving %s %s on %s (generation %d, %.2f s)", name,
+                     model.manifest.version, model.provenance.device, state.generation,
+                     model.load_seconds)  # fmt: skip
+        return changed
+
+    def _load(self, name: str, generation: int) -> ServedModel:
+        start = time.perf_counter()
+        loaded = self._store.load(name, self._key())
+        manifest = parse_manifest(bytes(loaded.files[MANIFEST_NAME]))
+        device = self._choose(manifest)
+        model = engine.load_model(
+            bytes(loaded.files[MODEL_XML]), loaded.files[MODEL_BIN], core=self._core
+        )
+        compiled = engine.compile(model, device, core=self._core, latency=True)
+        provenance = Provenance(
+            manifest.name, str(manifest.version), loaded.info.bundle_sha256, device,
+            engine.openvino_version(), str(loaded.slot),
+        )  # fmt: skip
+        return ServedModel(manifest, provenance, compiled, generation, time.perf_counter() - start)

@@ -1,0 +1,166 @@
+"""The API on real uvicorn over TLS: a stock KServe v2 client, durable results, provenance,
+clear 4xx for bad input, auth and audit, hot swap without a failed request."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+from appliance.audit.records import AuditEvent, hash_subject
+from appliance.identity.roles import Role
+
+from .conftest import Served, expected_risk
+
+FEATURES = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
+
+
+def v2_body(data: np.ndarray, **extra: object) -> dict[str, object]:
+    inputs = [{"name": "features", "shape": list(data.shape), "datatype": "FP32",
+               "data": data.reshape(-1).tolist()}]  # fmt: skip
+    return {"inputs": inputs, **extra}
+
+
+def test_a_stock_kserve_v2_client_gets_correct_outputs(served: Served) -> None:
+    assert served.api.tls is not None
+    ctx = ssl.create_default_context(cafile=str(served.api.tls.cert))
+    client = triton.InferenceServerClient(
+        f"127.0.0.1:{served.api.port}", ssl=True, ssl_context_factory=lambda: ctx
+    )
+    headers = {"Authorization": f"Bearer {served.tokens[Role.SERVICE]}"}
+    assert client.is_server_live(headers=headers)
+    assert client.is_server_ready(headers=headers)
+    assert client.is_model_ready("risk-demo", headers=headers)
+    meta = client.get_model_metadata("risk-demo", headers=headers)
+    assert meta["inputs"][0] == {"name": "features", "datatype": "FP32", "shape": [-1, 8]}
+    tensor = triton.InferInput("features", list(FEATURES.shape), "FP32")
+    tensor.set_data_from_numpy(FEATURES, binary_data=False)
+    wanted = [triton.InferRequestedOutput("risk", binary_data=False)]
+    result = client.infer("risk-demo", [tensor], outputs=wanted, headers=headers)
+    np.testing.assert_allclose(
+        result.as_numpy("risk").reshape(-1), expected_risk(FEATURES), rtol=1e-5
+    )
+    client.close()
+
+
+def test_every_result_carries_provenance_and_can_be_fetched_again(served: Served) -> None:
+    with served.client() as http:
+        answer = http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES, id="c-1"))
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        params = body["parameters"]
+        assert {params["model_name"], params["model_version"], params["device"]} == {
+            "risk-demo", "1.0.0", "CPU"}  # fmt: skip
+        assert len(params["bundle_sha256"]) == 64 and params["openvino_version"]
+        assert body["id"] == "c-1"
+        stored = http.get(f"/v1/results/{answer.headers['X-Request-Id']}")
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["outputs"] == body["outputs"]
+        assert stored.json()["provenance"]["bundle_sha256"] == params["bundle_sha256"]
+        missing = http.get("/v1/results/nope")
+        assert missing.status_code == 404 and "X-Request-Id" in missing.json()["hint"]
+
+
+def test_risk_score_task(served: Served) -> None:
+    with served.client(Role.CLINICIAN) as http:
+        body = {"subject_id": "MRN-77", "features": FEATURES.tolist()}
+        answer = http.post("/v1/tasks/risk-score", json=body)
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(
+            answer.json()["result"]["scores"], expected_risk(FEATURES), atol=1e-5
+        )
+        pending = http.post("/v1/tasks/notes", json={"text": "Pt seen today."})
+        assert pending.status_code == 503 and "notes-phi" in pending.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not JSON"),
+        (json.dumps({"nope": 1}).encode(), 400, "no 'inputs' list"),
+        (json.dumps(v2_body(FEATURES[:, :7])).encode(), 400, "has shape [5, 7]"),
+        (json.dumps({"inputs": [{"name": "features", "shape": [1, 8], "datatype": "INT64",
+                                 "data": [1] * 8}]}).encode(), 400, "datatype 'INT64'"),
+        (json.dumps({"inputs": [{"name": "features", "shape": [2, 8], "datatype": "FP32",
+                                 "data": [1.0] * 8}]}).encode(), 400, "has 8 values"),
+        (json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32",
+                                 "data": [1.0] * 8}]}).encode(), 400, "takes ['features']"),
+        (json.dumps({"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32",
+                                 "data": ["a"] * 8}]}).encode(), 400, "not a list of FP32"),
+        (b"x" * (65 << 20), 413, "at most"),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_4xx_that_says_what_was_wrong(
+    served: Served, body: bytes, status: int, message: str
+) -> None:
+    with served.client() as http:
+        answer = http.post("/v2/models/risk-demo/infer", content=body,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        assert answer.status_code == status, answer.text
+        assert message in answer.json()["error"]
+        assert http.get("/v2/health/live").status_code == 200  # still up
+
+
+def test_auth_is_required_and_denials_are_audited(served: Served) -> None:
+    with served.client(None) as http:
+        answer = http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+        assert answer.status_code == 401 and "bearer token" in answer.json()["error"]
+    with served.client(Role.AUDITOR) as http:
+        answer = http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+        assert answer.status_code == 403 and "may not call" in answer.json()["error"]
+    denials = [r for r in served.rt.audit.records() if r.event is AuditEvent.PERMISSION_DENIED]
+    assert denials[-1].actor == "user-auditor"
+
+
+def test_phi_requests_are_audited_with_the_subject_hashed(served: Served) -> None:
+    with served.client() as http:
+        http.post("/v2/models/risk-demo/infer",
+                  json=v2_body(FEATURES, parameters={"subject_id": "MRN-40917733"}))  # fmt: skip
+    record = [r for r in served.rt.audit.records() if r.event is AuditEvent.INFERENCE][-1]
+    assert record.subject == hash_subject(served.rt.audit_key, "MRN-40917733")
+    assert record.model == "risk-demo 1.0.0" and record.actor == "user-service"
+    for path in served.config.state_dir.rglob("*"):
+        if path.is_file():
+            assert b"MRN-40917733" not in path.read_bytes(), path
+
+
+def test_hot_swap_fails_no_request_in_flight(served: Served) -> None:
+    failures: list[str] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        with served.client() as http:
+            while not stop.is_set():
+                answer = http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+                else:
+                    versions.add(answer.json()["model_version"])
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    served.install("1.1.0")  # the watcher thread picks the new slot up by itself
+    deadline = time.monotonic() + 30
+    while "1.1.0" not in versions and time.monotonic() < deadline and not failures:
+        time.sleep(0.05)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert not failures
+    assert versions == {"1.0.0", "1.1.0"}
+
+
+def test_metrics_count_requests_per_model_and_device(served: Served) -> None:
+    with served.client() as http:
+        http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+    with served.client(Role.ADMIN) as http:
+        text = http.get("/metrics").text
+    assert 'appliance_inference_requests_total{device="CPU",model="risk-demo",status="ok"}' in text
+    assert "appliance_model_load_seconds" in text
