@@ -6,8 +6,10 @@ One handler maps the appliance's errors to HTTP statuses with a KServe v2 error 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -90,10 +92,44 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def create_app(services: ApiServices, *, max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
-    """The API over ``services``; serve it with uvicorn (see appliance.api.server)."""
+def watchdog_interval(env: Mapping[str, str]) -> float | None:
+    """Half of systemd's WatchdogSec (from WATCHDOG_USEC), or None when there is no watchdog."""
+    usec = env.get("WATCHDOG_USEC", "")
+    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
+
+
+def _lifespan(interval: float | None, notify: Callable[[str], object]) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def ping() -> None:
+            # From the event loop itself: if a handler blocks the loop, the pings stop and
+            # systemd restarts the service.
+            while True:
+                notify("WATCHDOG=1")
+                await asyncio.sleep(interval or 1.0)
+
+        task = asyncio.create_task(ping()) if interval else None
+        yield
+        if task:
+            task.cancel()
+
+    return lifespan
+
+
+def create_app(
+    services: ApiServices,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    watchdog_s: float | None = None,
+    notify: Callable[[str], object] = lambda _state: None,
+) -> FastAPI:
+    """The API over ``services``; serve it with uvicorn (see appliance.api.server).
+
+    ``watchdog_s``: ping ``notify("WATCHDOG=1")`` that often from the event loop.
+    """
     app = FastAPI(title="Clinical AI appliance", version=services.server_version,
-                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")  # fmt: skip
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  lifespan=_lifespan(watchdog_s, notify))  # fmt: skip
     app.state.services = services
     app.include_router(v2.router)
     app.include_router(tasks.router)

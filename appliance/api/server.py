@@ -4,6 +4,7 @@ fresh: a watcher thread reloads a model when the update agent commits a new slot
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from appliance import __version__, hardware
-from appliance.api.app import create_app
+from appliance.api.app import create_app, watchdog_interval
 from appliance.api.deps import ApiServices
 from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
@@ -28,6 +29,14 @@ from appliance.updates.manifest import Manifest
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
+
+
+def _sd_notify(state: str) -> None:
+    try:
+        from systemd import daemon
+    except ImportError:
+        return
+    daemon.notify(state)
 
 
 def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
@@ -69,10 +78,10 @@ class ApiServer:
     tls: SiteCertificate | None
 
     def __post_init__(self) -> None:
-        app = create_app(self.services)
+        app = create_app(self.services, watchdog_s=watchdog_interval(os.environ), notify=_sd_notify)
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_config=None, access_log=False,
-            lifespan="off", ssl_certfile=str(self.tls.cert) if self.tls else None,
+            lifespan="on", ssl_certfile=str(self.tls.cert) if self.tls else None,
             ssl_keyfile=str(self.tls.key) if self.tls else None,
         )  # fmt: skip
         self._server = uvicorn.Server(config)
