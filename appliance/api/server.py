@@ -56,7 +56,10 @@ def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
             interactive=True, profile=profile,
         )  # fmt: skip
 
-    registry = ModelRegistry(ModelStore(rt.config.models_dir), model_key, ov_core, choose)
+    registry = ModelRegistry(
+        ModelStore(rt.config.models_dir), model_key, ov_core, choose,
+        cache_dir=rt.config.state_dir / "compile-cache",
+    )  # fmt: skip
     return ApiServices(
         registry=registry,
         results=ResultStore(rt.config.state_dir / "results.db"),

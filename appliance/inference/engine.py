@@ -102,15 +102,8 @@ def compile(
     time as fast as possible; ``latency=False`` for throughput over many parallel requests.
     Raises InferenceError when the device is missing or refuses the model.
     """
-    config: dict[str, Any] = {
-        hints.performance_mode: (
-            hints.PerformanceMode.LATENCY if latency else hints.PerformanceMode.THROUGHPUT
-        )
-    }
-    if not int8:
-        config[hints.inference_precision] = ov.Type.f32
     with _openvino_errors(f"the model could not be compiled for {device}", _DEVICE_HINT):
-        compiled = core.compile_model(model, device, config)
+        compiled = core.compile_model(model, device, _settings(int8=int8, latency=latency))
     setattr(compiled, _KEEP, getattr(model, _KEEP, None))
     return compiled
 
@@ -159,6 +152,37 @@ def run_cases(
     if progress is not None and reported < total:
         progress(total, total)
     return np.concatenate([results[start] for start in sorted(results)])
+
+
+def _settings(*, int8: bool, latency: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        hints.performance_mode: (
+            hints.PerformanceMode.LATENCY if latency else hints.PerformanceMode.THROUGHPUT
+        )
+    }
+    if not int8:
+        config[hints.inference_precision] = ov.Type.f32
+    return config
+
+
+def export_compiled(compiled: ov.CompiledModel) -> bytes:
+    """The compiled model as OpenVINO's export blob (it holds the weights: encrypt it)."""
+    with _openvino_errors("the compiled model could not be exported", _DEVICE_HINT):
+        blob = compiled.export_model()
+        # bytes in older releases, a BytesIO in 2026.x
+        return blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
+
+
+def import_compiled(
+    blob: Any, device: str, *, core: ov.Core, int8: bool = False, latency: bool = True
+) -> ov.CompiledModel:
+    """A compiled model from an export blob made for the same device and OpenVINO version.
+
+    The settings are not all in the blob (the precision hint is not): give the ones it was
+    compiled with, or an f32 model comes back running in bf16.
+    """
+    with _openvino_errors("the compiled model could not be imported", _READ_HINT):
+        return core.import_model(blob, device, _settings(int8=int8, latency=latency))
 
 
 def infer(compiled: ov.CompiledModel, inputs: Mapping[str, Array]) -> dict[str, Array]:

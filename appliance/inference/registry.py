@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
 
 from appliance.errors import ApplianceError
 from appliance.inference import engine
+from appliance.inference.cache import CompileCache
 from appliance.store.slots import ModelStore
 from appliance.updates.manifest import MANIFEST_NAME, MODEL_BIN, MODEL_XML, Manifest, parse_manifest
 
@@ -70,9 +72,15 @@ class ModelRegistry:
     """Every model with an active slot in ``store``, compiled for the device ``choose`` picks."""
 
     def __init__(
-        self, store: ModelStore, key: Callable[[], bytes], core: Any, choose: DeviceChooser
+        self,
+        store: ModelStore,
+        key: Callable[[], bytes],
+        core: Any,
+        choose: DeviceChooser,
+        cache_dir: Path | None = None,
     ) -> None:
         self._store = store
+        self._cache_dir = cache_dir
         self._key = key
         self._core = core
         self._choose = choose
@@ -122,13 +130,20 @@ class ModelRegistry:
 
     def _load(self, name: str, generation: int) -> ServedModel:
         start = time.perf_counter()
-        loaded = self._store.load(name, self._key())
+        key = self._key()
+        loaded = self._store.load(name, key)
         manifest = parse_manifest(bytes(loaded.files[MANIFEST_NAME]))
         device = self._choose(manifest)
-        model = engine.load_model(
-            bytes(loaded.files[MODEL_XML]), loaded.files[MODEL_BIN], core=self._core
-        )
-        compiled = engine.compile(model, device, core=self._core, latency=True)
+        cache = CompileCache(self._cache_dir, key) if self._cache_dir else None
+        entry = CompileCache.entry(loaded.info.bundle_sha256, name, device, "f32-latency")
+        compiled = cache.load(entry, device, core=self._core) if cache else None
+        if compiled is None:
+            model = engine.load_model(
+                bytes(loaded.files[MODEL_XML]), loaded.files[MODEL_BIN], core=self._core
+            )
+            compiled = engine.compile(model, device, core=self._core, latency=True)
+            if cache:
+                cache.store(entry, compiled)
         provenance = Provenance(
             manifest.name, str(manifest.version), loaded.info.bundle_sha256, device,
             engine.openvino_version(), str(loaded.slot),
