@@ -218,7 +218,8 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
         f"not before {built.not_before:{TIME_FORMAT}}"
     )
     print(f"  size        {built.size} bytes")
-    print(f"  sha256      {built.sha256}")
+    print(f"  sha256      {built.sha256} (of the file: publish it)")
+    print(f"  bundle id   {built.bundle_id} (the box's provenance calls it bundle_sha256)")
     return 0
 
 

@@ -63,6 +63,9 @@ class BuiltBundle:
     not_before: datetime
     size: int
     sha256: str
+    # SHA-256 of the signed timestamp metadata: it pins every other file, and the box reports it
+    # as the bundle digest in every result's provenance.
+    bundle_id: str = ""
 
 
 def _quiet(_: str) -> None:
@@ -425,4 +428,5 @@ def _self_check(
         verified.not_before,
         path.stat().st_size,
         digest.hexdigest(),
+        hashlib.sha256(verified.trusted.timestamp or b"").hexdigest(),
     )
