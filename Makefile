@@ -46,7 +46,11 @@ test: deps venv ## the whole suite: ruff, mypy --strict, and the tests on real s
 	$(VENV)/bin/pytest
 
 bench: deps venv ## benchmarks (print tables and name: value lines)
+	@command -v wrk >/dev/null || (echo "bench: installing wrk" && $(SUDO) apt-get install -y -q wrk)
+	$(PY) -m pip install -q --find-links $(WHEEL_CACHE) -e '.[test,bench]'
 	$(PY) bench/trust.py
+	$(PY) bench/update.py
+	$(PY) bench/inference.py
 
 clean: ## remove the venv and local state (the wheel cache stays)
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
