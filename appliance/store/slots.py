@@ -7,6 +7,10 @@ Layout under the store root (``<state>/models``)::
                                   written last, so a slot without it is an unfinished install
     <model>/<slot>/<file>.enc     each bundle file, AES-256-GCM STREAM (appliance.trust.aead)
 
+An install writes its files in place as their bytes arrive (the update agent streams them while
+it verifies the bundle), fsyncs each once, then writes ``slot.json``; until then the slot is
+unfinished and never loaded or activated, and a failed install is undone by clearing it.
+
 Each file is encrypted with ``<model>/<file>`` and the version bound in, so a file cannot be
 swapped for another file, model or version. ``state.json`` is replaced atomically: the active slot
 switches in one rename, and a power cut leaves either the old or the new slot active.
@@ -14,20 +18,26 @@ switches in one rename, and a power cut leaves either the old or the new slot ac
 
 from __future__ import annotations
 
-import io
+import contextlib
+import ctypes
+import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
 from appliance.errors import ApplianceError, StorageError
-from appliance.fsutil import atomic_write, atomic_writer, fsync_dir
+from appliance.fsutil import atomic_write, fsync_dir
 from appliance.trust import aead
 
 Progress = Callable[[int, int], None]
+WRITEBACK_STEP = 16 << 20  # how often a slot file asks for early write-out (see _SlotFile)
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start write-out of dirty pages, do not wait
 
 
 class SlotName(StrEnum):
@@ -146,6 +156,16 @@ class ModelStore:
             shutil.rmtree(folder)
             fsync_dir(folder.parent)
 
+    def begin_install(self, name: str, slot: SlotName, *, key: bytes, version: str) -> SlotWriter:
+        """Clear ``slot`` and return a writer that encrypts files into it as they arrive."""
+        self.clear(name, slot)
+        folder = self.root / name / slot
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise _storage_error(folder, exc) from exc
+        return SlotWriter(folder, name, key=key, version=version)
+
     def install(
         self,
         name: str,
@@ -159,23 +179,15 @@ class ModelStore:
         progress: Progress | None = None,
     ) -> SlotInfo:
         """Encrypt ``files`` into the (cleared) slot; the slot is complete when this returns."""
-        self.clear(name, slot)
-        folder = self.root / name / slot
-        folder.mkdir(parents=True, mode=0o700)
         total, done = sum(len(d) for d in files.values()), 0
-        for rel, data in sorted(files.items()):
-            target = folder / (_flat(rel) + ".enc")
-            with atomic_writer(target) as out:
-                aead.encrypt_stream(
-                    key, io.BytesIO(data), out, model=f"{name}/{rel}", version=version,
-                    length=len(data),
-                )  # fmt: skip
-            done += len(data)
-            if progress:
-                progress(done, total)
-        info = SlotInfo(version, bundle_sha256, epoch, tuple(sorted(files)), time.time())
-        atomic_write(folder / "slot.json", info.to_json())
-        return info
+        with contextlib.closing(self.begin_install(name, slot, key=key, version=version)) as slot_w:
+            for rel, data in sorted(files.items()):
+                with contextlib.closing(slot_w.open(rel, len(data))) as out:
+                    out.write(data)
+                done += len(data)
+                if progress:
+                    progress(done, total)
+            return slot_w.complete(bundle_sha256, epoch)
 
     def activate(self, name: str, slot: SlotName) -> ModelState:
         """Make ``slot`` the active one in a single atomic rename."""
@@ -210,6 +222,139 @@ class ModelStore:
             for rel in info.files
         }
         return LoadedSlot(name, slot, info, files)
+
+
+class SlotWriter:
+    """One install going into a cleared slot, each file encrypted as its bytes arrive.
+
+    The files are written in place: the slot counts as unfinished (never loaded or activated)
+    until :meth:`complete` has made every file durable and written ``slot.json``, so bytes that
+    turn out bad are harmless there. Whoever began the install must :meth:`close` the writer and,
+    unless ``complete`` returned, clear the slot.
+    """
+
+    def __init__(self, folder: Path, name: str, *, key: bytes, version: str) -> None:
+        self.folder, self.name, self.version = folder, name, version
+        self._key = key
+        self._files: dict[str, _SlotFile] = {}
+
+    def open(self, rel: str, length: int) -> _SlotFile:
+        """A writer for the file ``rel`` (a bundle-relative path) of exactly ``length`` bytes."""
+        path = self.folder / (_flat(rel) + ".enc")
+        if rel in self._files:
+            raise StoreError(f"'{rel}' is written into slot {self.folder} twice.")
+        model = f"{self.name}/{rel}"
+        encryptor = aead.StreamEncryptor(
+            self._key, model=model, version=self.version, length=length
+        )
+        self._files[rel] = _SlotFile(path, encryptor)
+        return self._files[rel]
+
+    def complete(self, bundle_sha256: str, epoch: int) -> SlotInfo:
+        """Make every file durable (one fsync each), then mark the slot complete."""
+        short = sorted(rel for rel, f in self._files.items() if not f.finished)
+        if short:
+            raise StoreError(f"slot {self.folder} is incomplete: {', '.join(short)} cut short.")
+        for file in self._files.values():
+            file.sync()
+        # The names too, and the slot folder's own entry, before slot.json can claim them.
+        fsync_dir(self.folder)
+        fsync_dir(self.folder.parent)
+        info = SlotInfo(self.version, bundle_sha256, epoch, tuple(sorted(self._files)), time.time())
+        atomic_write(self.folder / "slot.json", info.to_json())
+        return info
+
+    def close(self) -> None:
+        """Release the open files (a completed slot has none left)."""
+        for file in self._files.values():
+            file.release()
+
+
+class _SlotFile:
+    """One encrypted file of a slot; the descriptor stays open for the fsync in ``complete``.
+
+    Every ``WRITEBACK_STEP`` bytes it asks the kernel to start writing them out, so that the
+    fsync at the end waits for the last few MiB instead of the whole model (measured on the
+    bench box: the fsync of 210 MB drops from ~65 ms to a few ms, and the write-out overlaps the
+    hashing). That request promises nothing; durability comes from the fsync alone.
+    """
+
+    def __init__(self, path: Path, encryptor: aead.StreamEncryptor) -> None:
+        self.path, self.finished = path, False
+        self._encryptor = encryptor
+        self._written = self._kicked = 0
+        try:  # O_EXCL: a fresh slot; two bundle paths that flatten alike must not overwrite
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _storage_error(path, exc) from exc
+        self._put(encryptor.header)
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        self._put(self._encryptor.update(data))
+        if self._written - self._kicked >= WRITEBACK_STEP:
+            _start_writeback(self._fd, self._kicked, self._written - self._kicked)
+            self._kicked = self._written
+        return len(data)
+
+    def close(self) -> None:
+        """Seal the last chunk; a file cut short (the reader stopped early) stays unfinished."""
+        if self.finished or self._fd < 0:
+            return
+        try:
+            tail = self._encryptor.finish()
+        except ValueError:
+            return
+        self._put(tail)
+        self.finished = True
+        _start_writeback(self._fd, self._kicked, self._written - self._kicked)  # the tail, now
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise _storage_error(self.path, exc) from exc
+        self.release()
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _put(self, data: memoryview | bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                done = os.write(self._fd, view)
+                self._written += done
+                view = view[done:]
+        except OSError as exc:
+            raise _storage_error(self.path, exc) from exc
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing out a file range now, without waiting: a hint, errors are ignored."""
+    call = _sync_file_range()
+    if call is not None:
+        call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range from libc (the os module lacks it), or None elsewhere."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int]", call)
+
+
+def _storage_error(path: Path, exc: OSError) -> StorageError:
+    return StorageError(
+        f"cannot write {path}: {exc.strerror or exc}.",
+        "Check that the model store is writable and the disk is not full.",
+    )
 
 
 def _flat(rel: str) -> str:

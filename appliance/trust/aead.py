@@ -292,3 +292,97 @@ def decrypt_file(key: bytes, path: Path, *, model: str, version: str) -> bytearr
             f"cannot read model file {path}: {exc.strerror}.",
             "Check that the model store is mounted and readable.",
         ) from exc
+
+
+class StreamEncryptor:
+    """:func:`encrypt_stream` for a producer that pushes the model in pieces: the same format.
+
+    Made for the update agent, which encrypts a bundle's files while it reads and hashes them,
+    so there is no source to pull from. Write :attr:`header` first, then whatever
+    :meth:`update` and :meth:`finish` return: the chunks each call completed, as a view into one
+    reused buffer that the next call overwrites. Whole chunks are sealed straight from the
+    caller's buffer with ``encrypt_into``; only bytes that straddle a chunk boundary are copied.
+    Raises ValueError as encrypt_stream does, and when more (``update``) or fewer (``finish``)
+    bytes than ``length`` arrive.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        model: str,
+        version: str,
+        length: int,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        self._aesgcm = _aesgcm(key)
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size must be 1 to {MAX_CHUNK_SIZE} bytes, not {chunk_size}")
+        if not 0 <= length < 1 << 64:
+            raise ValueError(f"a model length must fit in 64 bits, not {length}")
+        prefix = os.urandom(_PREFIX_SIZE)  # fresh per file: the nonces never repeat under a key
+        raw = _HEADER.pack(MAGIC, FORMAT_VERSION, chunk_size, prefix, length)
+        self._header = _Header(raw, chunk_size, prefix, length)
+        if self._header.chunks > _MAX_CHUNKS:
+            raise ValueError(f"a model of {length} bytes needs a larger chunk size")
+        self._context = _context(self._header, model, version)
+        self._index = 0  # the next chunk to seal; each index is sealed once, in order
+        self._pushed = 0
+        self._partial = bytearray()  # the start of a chunk whose end has not arrived yet
+        self._out = bytearray()
+
+    @property
+    def header(self) -> bytes:
+        return self._header.raw
+
+    @property
+    def size(self) -> int:
+        """The encrypted file's size: header and every chunk with its tag."""
+        return len(self._header.raw) + self._header.ciphertext_size
+
+    def update(self, data: bytes | bytearray | memoryview) -> memoryview:
+        """Push the next plaintext bytes; return the ciphertext of the chunks they complete."""
+        view = memoryview(data).cast("B")
+        if self._pushed + len(view) > self._header.length:
+            raise ValueError(f"the model holds more than the announced {self._header.length} bytes")
+        self._pushed += len(view)
+        most = (len(self._partial) + len(view)) // self._header.chunk_size + 1
+        need = len(self._partial) + len(view) + most * TAG_SIZE
+        if len(self._out) < need:
+            # A new buffer, not a resize: a view the caller still holds keeps the old one alive.
+            self._out = bytearray(need)
+        out = memoryview(self._out)
+        done = 0
+        if self._partial:
+            take = self._header.plaintext_size(self._index) - len(self._partial)
+            self._partial += view[:take]
+            view = view[take:]
+            if len(self._partial) < self._header.plaintext_size(self._index):
+                return out[:0]
+            done = self._seal(self._partial, out, done)
+            self._partial = bytearray()
+        while self._index < self._header.chunks:
+            size = self._header.plaintext_size(self._index)
+            if len(view) < size:
+                break
+            done = self._seal(view[:size], out, done)
+            view = view[size:]
+        self._partial += view
+        return out[:done]
+
+    def finish(self) -> memoryview:
+        """The chunks still due (only an empty model has one left); every byte must be in."""
+        if self._pushed != self._header.length:
+            raise ValueError(
+                f"the model ended after {self._pushed} of the announced {self._header.length} bytes"
+            )
+        if self._index < self._header.chunks:
+            return self.update(b"")
+        return memoryview(self._out)[:0]
+
+    def _seal(self, plaintext: bytes | bytearray | memoryview, out: memoryview, at: int) -> int:
+        end = at + len(plaintext) + TAG_SIZE
+        ad = self._context + _INDEX.pack(self._index)
+        self._aesgcm.encrypt_into(self._header.nonce(self._index), plaintext, ad, out[at:end])
+        self._index += 1
+        return end

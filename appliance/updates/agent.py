@@ -7,14 +7,30 @@ phase's work starts, so that after a power cut the next start knows where it sto
                |          |          +----> ROLLBACK -> FAILURE
                +----------+-----------------------------^
 
-Before COMMIT nothing the box runs has changed: the new model is only in the inactive slot, so an
-interrupted run is undone (the slot cleared). COMMIT's steps are idempotent (the slot switch is one
-atomic rename, the TPM counter only moves up to a target, the trusted metadata is rewritten), so an
-interrupted commit is finished. The box therefore always runs either the old or the new model.
+What each phase covers (the bundle is read once, so Mender's Download does the heavy lifting):
+
+* VERIFY: the metadata (signatures, bundle number above the floor, signed time, layout); then the
+  agent records the model and its inactive slot in ``agent.json``, clears that slot and streams
+  every target into it while hashing it: each buffer is encrypted into the slot's files as it is
+  read, and checked against the signed length and hash as the target ends; the manifest is
+  checked against this box. A refusal here clears the slot (through ROLLBACK once it was
+  written) and ends in FAILURE with a reason starting "refused:".
+* INSTALL: makes the slot complete: every file fsynced once, then ``slot.json``; stages the
+  verified metadata for COMMIT.
+* VALIDATE, COMMIT, ROLLBACK: as the names say (below, and ADR 0004).
+
+Before COMMIT nothing the box runs has changed: the new model is only in the inactive slot, which
+counts as unfinished until INSTALL writes its ``slot.json``, so an interrupted run is undone (the
+recorded slot cleared). That also means a bundle refused in VERIFY, or a stick pulled while it is
+read, costs the inactive slot the previous version it held, as a failed validation always did.
+COMMIT's steps are idempotent (the slot switch is one atomic rename, the TPM counter only moves up
+to a target, the trusted metadata is rewritten), so an interrupted commit is finished. The box
+therefore always runs either the old or the new model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +46,8 @@ from typing import Protocol
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.errors import ApplianceError, StorageError
 from appliance.fsutil import atomic_write
-from appliance.store.slots import ModelStore, SlotName
+from appliance.store.slots import ModelStore, SlotName, SlotWriter
+from appliance.updates.bundle import Writer
 from appliance.updates.manifest import BoxProfile, Manifest
 from appliance.updates.verify import (
     TrustedState,
@@ -200,11 +217,16 @@ class UpdateAgent:
     def _enter(self, state: AgentState, phase: Phase, **changes: object) -> AgentState:
         if phase not in TRANSITIONS[state.phase]:
             raise TransitionError(f"update agent: no transition from {state.phase} to {phase}.")
-        new = replace(state, phase=phase, updated=time.time(), **changes)  # type: ignore[arg-type]
-        atomic_write(self.state_file, new.to_json())
+        new = self._record(state, phase=phase, **changes)
         log.info("update: %s -> %s", state.phase, phase)
         if self._crash_after is phase:
             os.kill(os.getpid(), signal.SIGKILL)
+        return new
+
+    def _record(self, state: AgentState, **changes: object) -> AgentState:
+        """Persist ``state`` with ``changes`` (within a phase, or as _enter's transition)."""
+        new = replace(state, updated=time.time(), **changes)  # type: ignore[arg-type]
+        atomic_write(self.state_file, new.to_json())
         return new
 
     def _progress(self, phase: Phase, done: int, total: int, message: str) -> None:
@@ -216,7 +238,7 @@ class UpdateAgent:
         """Take ``bundle`` through the whole machine; returns the final state (DONE or FAILURE).
 
         Refusals are not raised: they end in FAILURE with the reason, audited. Raises only for
-        conditions that stop the agent itself (storage, TPM).
+        conditions that stop the agent itself (storage, TPM) after VERIFY.
         """
         state = self.resume()
         state = self._enter(
@@ -224,39 +246,69 @@ class UpdateAgent:
             bundle_sha256=None, model=None, version=None, bundle_version=None, slot=None,
             reason=None,
         )  # fmt: skip
-        try:
-            verified, digest = self._verify(bundle)
-        except ApplianceError as exc:
-            return self._fail(state, f"refused: {exc}")
-        manifest = verified.manifest
-        slot = self.store.state(manifest.name).inactive
-        self._stage(verified)
-        state = self._enter(
-            state, Phase.INSTALL, bundle_sha256=digest, model=manifest.name,
-            version=str(manifest.version), bundle_version=verified.version, slot=slot,
-        )  # fmt: skip
-        files = {name: verified.file(name) for name in manifest.files()}
-        self.store.install(
-            manifest.name, slot, files, key=self._key(), version=str(manifest.version),
-            bundle_sha256=digest, epoch=verified.version,
-            progress=lambda d, t: self._progress(Phase.INSTALL, d, t, f"installing into {slot}"),
-        )  # fmt: skip
+        sink = _SlotSink(state, self._start_slot)
+        with contextlib.closing(sink):
+            try:
+                verified, digest = self._verify(bundle, sink)
+            except ApplianceError as exc:
+                sink.close()
+                return self._refuse(sink.state, f"refused: {exc}")
+            state = self._enter(
+                sink.state, Phase.INSTALL, bundle_sha256=digest, bundle_version=verified.version
+            )
+            self._install(state, sink, verified)
         state = self._enter(state, Phase.VALIDATE)
-        ok, reason = self._validate(manifest, slot)
+        ok, reason = self._validate(verified.manifest, sink.slot)
         if not ok:
             return self._rollback(state, reason)
         state = self._enter(state, Phase.COMMIT, reason=reason)
         return self._commit(state)
 
-    def _verify(self, bundle: Path) -> tuple[VerifiedBundle, str]:
+    def _verify(self, bundle: Path, sink: _SlotSink) -> tuple[VerifiedBundle, str]:
         self._progress(Phase.VERIFY, 0, 1, f"verifying {bundle.name}")
         trusted = load_trusted_state(self.paths.trusted)
-        verified = verify_bundle(bundle, trusted, self._counter.read(), self._box)
+        verified = verify_bundle(
+            bundle, trusted, self._counter.read(), self._box, sink=sink,
+            progress=lambda d, t: self._progress(Phase.VERIFY, d, t, "reading and checking files"),
+        )  # fmt: skip
         # The signed timestamp pins snapshot, targets and every file's hash: its digest names
         # the bundle without a second pass over hundreds of megabytes.
         digest = hashlib.sha256(verified.trusted.timestamp or b"").hexdigest()
         self._progress(Phase.VERIFY, 1, 1, "signatures, versions, hashes and compatibility ok")
         return verified, digest
+
+    def _start_slot(
+        self, state: AgentState, name: str, version: str
+    ) -> tuple[AgentState, SlotWriter]:
+        """Record the model and its inactive slot, then clear it for the first target's bytes.
+
+        Called once the metadata is verified (the name and version are signed). The key comes
+        first, so a TPM refusal leaves the slot alone; recording comes before the clear, so a
+        power cut from there on is undone by clearing that slot.
+        """
+        key = self._key()
+        slot = self.store.state(name).inactive
+        state = self._record(state, model=name, version=version, slot=slot)
+        return state, self.store.begin_install(name, slot, key=key, version=version)
+
+    def _install(self, state: AgentState, sink: _SlotSink, verified: VerifiedBundle) -> None:
+        """INSTALL: make the streamed slot durable and complete; stage the metadata for commit."""
+        manifest = verified.manifest
+        if sink.writer is None or (state.model, state.version) != (
+            manifest.name, str(manifest.version),
+        ):  # fmt: skip
+            raise TransitionError("update agent: the slot written is not the verified model's.")
+        sink.writer.complete(state.bundle_sha256 or "", verified.version)
+        self._stage(verified)
+        self._progress(
+            Phase.INSTALL, 1, 1, f"{manifest.name} {manifest.version} in slot {state.slot}"
+        )
+
+    def _refuse(self, state: AgentState, reason: str) -> AgentState:
+        """A refused bundle: straight to FAILURE, or through ROLLBACK once its slot was written."""
+        if state.slot is None:
+            return self._fail(state, reason)
+        return self._rollback(state, reason)
 
     def _stage(self, verified: VerifiedBundle) -> None:
         """Keep the metadata to trust after commit, so that an interrupted commit can finish."""
@@ -356,6 +408,42 @@ class UpdateAgent:
             model=f"{model} {info.version}", detail={"action": "rollback", "slot": str(target)},
         )  # fmt: skip
         return target
+
+
+class _SlotSink:
+    """The agent's TargetSink: each target encrypted into the model's inactive slot as it is read.
+
+    The first target starts it: its signed path (``<name>/<version>/<file>``, one folder per
+    bundle) names the model, and ``start`` records model and slot and clears the slot. The bytes
+    are not verified yet; the slot stays unfinished until INSTALL completes it.
+    """
+
+    def __init__(
+        self,
+        state: AgentState,
+        start: Callable[[AgentState, str, str], tuple[AgentState, SlotWriter]],
+    ) -> None:
+        self.state = state
+        self.writer: SlotWriter | None = None
+        self._start = start
+
+    @property
+    def slot(self) -> SlotName:
+        if self.state.slot is None:
+            raise TransitionError("update agent: no slot was written.")
+        return self.state.slot
+
+    def open(self, path: str, length: int) -> Writer:
+        name, version, rel = path.split("/", 2)
+        if self.writer is None:
+            self.state, self.writer = self._start(self.state, name, version)
+        elif (name, version) != (self.writer.name, self.writer.version):  # verify's layout check
+            raise TransitionError(f"update agent: target {path} is outside the model folder.")
+        return self.writer.open(rel, length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def import_vendor_root(paths: AgentPaths, root: bytes) -> TrustedState:

@@ -11,6 +11,14 @@ name, appear once, and is read only up to a limit set by the caller (a fixed cap
 signed length for targets). A byte budget counts both the file's bytes and the decompressed bytes;
 it is small until the metadata is verified and then grows by the signed lengths, so gzip bombs,
 endless members and huge pax headers are refused after reading little more than the budget.
+
+tarfile parses the headers only. It runs in its random-access mode on a reader that can only
+move forward, so it can never seek back; member data is read past it, with large ``readinto``
+calls straight into a few reused buffers, and tarfile's forward seek to the next header then only
+skips the padding. (Its stream mode copied every byte through 10 KiB reads, joins and slices: half
+the time of a whole install.) While a helper thread hashes one buffer, this thread hands the same
+buffer to the sink and reads the next: hashlib, AES-GCM and file I/O release the GIL, so the
+reading, hashing and encrypting share the cores.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import os
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol, cast
@@ -41,7 +51,11 @@ MAX_METADATA_BYTES = 1 << 20  # one metadata file
 METADATA_BUDGET = 16 << 20  # every metadata member with its tar headers
 MEMBER_OVERHEAD = 8 << 10  # a tar header, a pax header for a long name, the padding
 SLACK = 64 << 10  # the end-of-archive blocks, tar record padding and read-ahead
-CHUNK = 1 << 20
+# Member data moves in BUFFERS buffers of CHUNK bytes: a multiple of the model store's 1 MiB AEAD
+# chunks (so the sink seals them without copying) and at least 1 MiB (verify takes the manifest
+# from copy_member's return); hashing may lag BUFFERS - 1 of them behind.
+CHUNK = 2 << 20
+BUFFERS = 4
 _GZIP_MAGIC = b"\x1f\x8b"
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
 ROLE_FILES = ("timestamp.json", "snapshot.json", "targets.json")
@@ -53,20 +67,31 @@ def bundle_file_name(name: str, version: str) -> str:
     return f"{name}-{version}{BUNDLE_SUFFIX}"
 
 
+Buffer = bytes | bytearray | memoryview
+
+
 class Writer(Protocol):
-    def write(self, data: bytes, /) -> int: ...
+    """One target's bytes, in order. ``write`` must be done with its buffer when it returns."""
+
+    def write(self, data: Buffer, /) -> int: ...
 
     def close(self) -> None: ...
+
+
+class Hasher(Protocol):
+    def update(self, data: Buffer, /) -> None: ...
 
 
 class TargetSink(Protocol):
     """Where the verifier puts target bytes while it hashes them.
 
-    The bytes are unverified until ``verify_bundle`` returns: a sink must stage them and its owner
-    must discard them when verification raises.
+    ``open`` gets the target path and its signed length; ``close`` is called also when reading
+    stopped early, so it must not raise for a short file. The bytes are unverified until
+    ``verify_bundle`` returns: a sink must stage them and its owner must discard them when
+    verification raises.
     """
 
-    def open(self, path: str) -> Writer: ...
+    def open(self, path: str, length: int) -> Writer: ...
 
 
 class _MemoryFile(io.BytesIO):
@@ -86,7 +111,7 @@ class MemorySink:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
 
-    def open(self, path: str) -> Writer:
+    def open(self, path: str, length: int) -> Writer:
         return _MemoryFile(self.files, path)
 
 
@@ -94,13 +119,13 @@ class NullSink:
     """Discards target bytes (the vendor's self-check only needs the hashes)."""
 
     class _Null:
-        def write(self, data: bytes, /) -> int:
+        def write(self, data: Buffer, /) -> int:
             return len(data)
 
         def close(self) -> None:
             pass
 
-    def open(self, path: str) -> Writer:
+    def open(self, path: str, length: int) -> Writer:
         return self._Null()
 
 
@@ -135,19 +160,53 @@ class _Budget:
 
 
 class _Counted:
-    """A reader that never asks ``inner`` for more than the budget still allows."""
+    """A reader that never asks ``inner`` for more than the budget still allows.
+
+    It also counts its position and seeks forwards by reading, so tarfile's random-access mode
+    can use it without ever going back: ``seek`` to an earlier place raises.
+    """
 
     def __init__(self, inner: BinaryIO | gzip.GzipFile, budget: _Budget, kind: str) -> None:
         self._inner, self._budget, self._kind = inner, budget, kind
+        self._readinto = getattr(inner, "readinto", None)
+        self.pos = 0
+
+    def room(self) -> int:
+        """One byte more than the budget allows: reading that much is refused."""
+        return self._budget.allowed(self._kind) - self._budget.used[self._kind] + 1
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` as far as the data goes; fewer bytes only at the end of the data."""
+        filled = 0
+        while filled < len(view):
+            part = view[filled : filled + min(self.room(), len(view) - filled)]
+            if self._readinto is not None:
+                got = self._readinto(part) or 0
+            else:  # a reader without readinto (the BinaryIO protocol does not promise it)
+                data = self._inner.read(len(part))
+                got = len(data)
+                part[:got] = data
+            self._budget.spend(self._kind, got)
+            self.pos += got
+            if not got:
+                break
+            filled += got
+        return filled
 
     def read(self, n: int = -1) -> bytes:
-        room = self._budget.allowed(self._kind) - self._budget.used[self._kind] + 1
-        data = self._inner.read(room if n is None or n < 0 or n > room else n)
-        self._budget.spend(self._kind, len(data))
-        return data
+        # Never allocate what the budget refuses: a header may claim any size (exabytes).
+        buf = bytearray(min(self.room(), n if n is not None and n >= 0 else self.room()))
+        return bytes(buf[: self.readinto(memoryview(buf))])
 
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        raise io.UnsupportedOperation("a bundle is read in one pass")
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        if whence != io.SEEK_SET or offset < self.pos:
+            raise io.UnsupportedOperation("a bundle is read in one pass, forwards")
+        while self.pos < offset and self.read(min(CHUNK, offset - self.pos)):
+            pass  # skipped bytes count against the budget; a short end shows in the next read
+        return self.pos
 
 
 class BundleReader:
@@ -158,14 +217,17 @@ class BundleReader:
         self._budget = _Budget(METADATA_BUDGET)
         self._seen: set[str] = set()
         self._current: tarfile.TarInfo | None = None
+        self._left = 0  # data bytes of the current member not read yet
+        self._buffers: list[bytearray] = []
+        self._helper: ThreadPoolExecutor | None = None
         raw = _Counted(fileobj, self._budget, "raw")
-        plain = raw
+        self._data = raw
         if _peek(fileobj) == _GZIP_MAGIC:
-            plain = _Counted(gzip.GzipFile(fileobj=raw, mode="rb"), self._budget, "plain")
+            self._data = _Counted(gzip.GzipFile(fileobj=raw, mode="rb"), self._budget, "plain")
         with self._errors("the start"):
-            # tarfile only calls read(); the cast is for its IO[bytes] annotation.
-            stream = cast("IO[bytes]", plain)
-            self._tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - one pass, no close
+            # tarfile only calls read, tell and forward seeks; the cast is for its annotation.
+            stream = cast("IO[bytes]", self._data)
+            self._tar = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115 - no close
 
     def allow(self, data_bytes: int, members: int) -> None:
         """Grow the budget by ``data_bytes`` of member data in ``members`` more members."""
@@ -180,28 +242,61 @@ class BundleReader:
         _check_member(info)
         if info.name in self._seen:
             raise BundleFormatError(f"bundle member '{info.name}' appears twice.", DO_NOT_INSTALL)
+        if info.offset_data != self._data.pos:  # tarfile read exactly the header: a bug guard
+            raise ValueError(f"{info.name}: data at {info.offset_data}, reader at {self._data.pos}")
         self._seen.add(info.name)
-        self._current = info
+        self._current, self._left = info, info.size
         return Member(info.name, info.size)
 
-    def chunks(self, member: Member, length: int) -> Iterator[bytes]:
-        """Yield exactly ``length`` bytes of ``member`` (the caller checked its header size)."""
-        if self._current is None or member.name != self._current.name or member.size != length:
-            raise ValueError(f"{member.name} is not the current member or not {length} bytes")
-        with self._errors(member.name):
-            fh = self._tar.extractfile(self._current)
-            if fh is None:  # only for non-files, which next_member refused
-                raise ValueError(f"{member.name} has no data")
-            left = length
-            while left:
-                data = fh.read(min(CHUNK, left))
-                if not data:
-                    raise tarfile.ReadError("unexpected end of data")
-                left -= len(data)
-                yield data
+    def chunks(self, member: Member, length: int) -> Iterator[memoryview]:
+        """Yield exactly ``length`` bytes of ``member`` (the caller checked its header size).
+
+        The views take turns in ``BUFFERS`` reused buffers: a view stays valid until the
+        ``BUFFERS``-th ``next`` after it, which fills its buffer again.
+        """
+        self._check_current(member, length)
+        if not self._buffers:
+            self._buffers = [bytearray(CHUNK) for _ in range(BUFFERS)]
+        for turn in range(-(-length // CHUNK)):
+            size = min(CHUNK, self._left)
+            view = memoryview(self._buffers[turn % BUFFERS])[:size]
+            self._fill(view, member)
+            yield view
 
     def read(self, member: Member, length: int) -> bytes:
-        return b"".join(self.chunks(member, length))
+        """All ``length`` bytes of ``member`` (metadata and other small files)."""
+        self._check_current(member, length)
+        buf = bytearray(length)
+        self._fill(memoryview(buf), member)
+        return bytes(buf)
+
+    def helper(self) -> ThreadPoolExecutor:
+        """The thread that hashes one buffer while this one writes it and reads the next."""
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="bundle-hash")
+        return self._helper
+
+    def close(self) -> None:
+        if self._helper is not None:
+            self._helper.shutdown()
+
+    def _check_current(self, member: Member, length: int) -> None:
+        current = self._current
+        if (
+            current is None
+            or member.name != current.name
+            or not length == member.size == current.size
+        ):
+            raise ValueError(f"{member.name} is not the current member or not {length} bytes")
+        if self._left != current.size:
+            raise ValueError(f"{member.name} was read already")
+
+    def _fill(self, view: memoryview, member: Member) -> None:
+        with self._errors(member.name):
+            got = self._data.readinto(view)
+            self._left -= got
+            if got < len(view):
+                raise tarfile.ReadError("unexpected end of data")
 
     @contextlib.contextmanager
     def _errors(self, where: str) -> Iterator[None]:
@@ -242,10 +337,12 @@ def open_bundle(source: str | os.PathLike[str] | BinaryIO) -> Iterator[BundleRea
                 f"cannot open the bundle {source}: {exc.strerror}.",
                 "Check the path and the medium.",
             ) from exc
-        with fh:
-            yield BundleReader(fh, str(source))
+        with fh, contextlib.closing(BundleReader(fh, str(source))) as reader:
+            yield reader
     else:
-        yield BundleReader(source, str(getattr(source, "name", None) or "the bundle"))
+        name = str(getattr(source, "name", None) or "the bundle")
+        with contextlib.closing(BundleReader(source, name)) as reader:
+            yield reader
 
 
 def read_metadata(reader: BundleReader) -> tuple[RawMetadata, Member | None]:
@@ -280,6 +377,47 @@ def read_metadata(reader: BundleReader) -> tuple[RawMetadata, Member | None]:
         )
     raw = RawMetadata(roots, roles["timestamp.json"], roles["snapshot.json"], roles["targets.json"])
     return raw, member
+
+
+def copy_member(
+    reader: BundleReader,
+    member: Member,
+    hashers: Sequence[Hasher],
+    out: Writer,
+    progress: Callable[[int], None] = lambda _n: None,
+) -> bytes | None:
+    """Pass all of ``member`` to ``out`` and every hasher, reading each byte once.
+
+    The helper thread hashes the buffers in order while this thread hands each to ``out`` and
+    reads the next; a buffer is refilled only once its hash is done, and the hashing may fall
+    up to ``BUFFERS - 1`` buffers behind, so neither side waits for the other's hiccups.
+    ``progress`` gets the size of each buffer written. A member of at most one buffer is read
+    whole, hashed and written here (nothing to overlap) and its bytes returned.
+    """
+    if member.size <= CHUNK:
+        data = reader.read(member, member.size)
+        _update(hashers, data)
+        out.write(data)
+        progress(len(data))
+        return data
+    helper = reader.helper()
+    hashing: deque[Future[None]] = deque()
+    try:
+        for view in reader.chunks(member, member.size):
+            hashing.append(helper.submit(_update, hashers, view))
+            out.write(view)
+            progress(len(view))
+            while len(hashing) >= BUFFERS:  # the next read refills the oldest one's buffer
+                hashing.popleft().result()
+    finally:
+        for job in hashing:  # also on errors: the helper must be done with the buffers
+            job.result()
+    return None
+
+
+def _update(hashers: Sequence[Hasher], data: Buffer) -> None:
+    for hasher in hashers:
+        hasher.update(data)
 
 
 def write_bundle(

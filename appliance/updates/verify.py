@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from appliance.updates.bundle import (
     MemorySink,
     RawMetadata,
     TargetSink,
+    copy_member,
     open_bundle,
     read_metadata,
 )
@@ -69,6 +70,7 @@ NOT_BEFORE_FIELD = "x-appliance-not-before"  # in targets metadata, signed by th
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as TUF writes "expires"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HASHES = frozenset({"sha256", "sha384", "sha512"})
+Progress = Callable[[int, int], None]  # bytes done, bytes in all
 _NEWER = "Use the newest bundle from the vendor: a bundle installs once, and never an older one."
 
 
@@ -187,11 +189,13 @@ def verify_bundle(
     box: BoxProfile,
     *,
     sink: TargetSink | None = None,
+    progress: Progress = lambda _done, _total: None,
 ) -> VerifiedBundle:
     """Verify the bundle at ``source`` completely, reading it once and never extracting it.
 
     Target bytes go to ``sink`` while they are hashed (unverified until this returns); without a
-    sink they are kept in memory in ``VerifiedBundle.files``. Raises an UpdateError subclass
+    sink they are kept in memory in ``VerifiedBundle.files``. ``progress`` gets the target bytes
+    read so far and their signed total. Raises an UpdateError subclass
     naming the problem: BundleFormatError (and UnsafeMemberError, BundleSizeError),
     SignatureError, RollbackError, MetadataError (and MetadataExpiredError), TargetIntegrityError,
     ManifestError, IncompatibleBundleError, TrustedStateError.
@@ -200,7 +204,7 @@ def verify_bundle(
     with open_bundle(source) as reader:
         raw, first = read_metadata(reader)
         accepted = verify_metadata(raw, trusted, floor)
-        manifest, targets = _read_targets(reader, first, accepted, box, sink or memory)
+        manifest, targets = _read_targets(reader, first, accepted, box, sink or memory, progress)
     return VerifiedBundle(
         manifest=manifest,
         version=accepted.version,
@@ -387,7 +391,9 @@ def _check_layout(targets: Targets) -> None:
     except ManifestError as exc:
         raise MetadataError(exc.message, DO_NOT_INSTALL) from exc
     prefixes = {"/".join(p.split("/")[:2]) for p in paths}
-    if len(prefixes) != 1 or f"{next(iter(prefixes))}/{MANIFEST_NAME}" not in paths:
+    folder = next(iter(prefixes), "")  # every target inside it: slot files are named from that
+    inside = len(prefixes) == 1 and all(p.startswith(f"{folder}/") for p in paths)
+    if not inside or f"{folder}/{MANIFEST_NAME}" not in paths:
         raise MetadataError(
             f"the signed targets are not one model folder <name>/<version>/ with a "
             f"{MANIFEST_NAME}: {', '.join(sorted(paths)[:5])}.",
@@ -406,10 +412,20 @@ def _read_targets(
     accepted: AcceptedMetadata,
     box: BoxProfile,
     sink: TargetSink,
+    progress: Progress,
 ) -> tuple[Manifest, tuple[VerifiedTarget, ...]]:
     """Read each signed target once, in any order; check the manifest as soon as it is read."""
     expected = {f"{TARGETS_DIR}/{p}": t for p, t in accepted.targets.items()}
-    reader.allow(sum(t.length for t in expected.values()), len(expected))
+    total, moved, shown = sum(t.length for t in expected.values()), 0, 0
+    reader.allow(total, len(expected))
+
+    def advance(n: int) -> None:  # reports each percent, not each buffer
+        nonlocal moved, shown
+        moved += n
+        if (moved - shown) * 100 >= total or moved == total:
+            shown = moved
+            progress(moved, total)
+
     folder = "/".join(next(iter(accepted.targets)).split("/")[:2])  # one folder: _check_layout
     manifest_path = f"{folder}/{MANIFEST_NAME}"
     manifest: Manifest | None = None
@@ -422,7 +438,8 @@ def _read_targets(
                 "twice, or is metadata after the targets).",
                 DO_NOT_INSTALL,
             )
-        data = _read_target(reader, member, target, sink, keep=target.path == manifest_path)
+        keep = target.path == manifest_path
+        data = _read_target(reader, member, target, sink, advance, keep=keep)
         if data is not None:
             manifest = _check_manifest(data, manifest_path, accepted, box)
         done.append(VerifiedTarget(target.path, target.length, target.hashes["sha256"]))
@@ -436,7 +453,13 @@ def _read_targets(
 
 
 def _read_target(
-    reader: BundleReader, member: Member, target: TargetFile, sink: TargetSink, *, keep: bool
+    reader: BundleReader,
+    member: Member,
+    target: TargetFile,
+    sink: TargetSink,
+    progress: Callable[[int], None],
+    *,
+    keep: bool,
 ) -> bytes | None:
     """Stream one target into ``sink``, hashing it; return its bytes when ``keep``."""
     if member.size != target.length:
@@ -449,14 +472,8 @@ def _read_target(
     if keep and target.length > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{member.name} is over 1 MiB.", DO_NOT_INSTALL)
     hashers = {alg: hashlib.new(alg) for alg in target.hashes}
-    kept: list[bytes] = []
-    with contextlib.closing(sink.open(target.path)) as out:
-        for chunk in reader.chunks(member, target.length):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-            out.write(chunk)
-            if keep:
-                kept.append(chunk)
+    with contextlib.closing(sink.open(target.path, target.length)) as out:
+        data = copy_member(reader, member, list(hashers.values()), out, progress)
     for alg, hasher in hashers.items():
         if hasher.hexdigest() != target.hashes[alg]:
             raise TargetIntegrityError(
@@ -464,7 +481,7 @@ def _read_target(
                 f"signed targets metadata says {target.hashes[alg][:16]}... (hash mismatch).",
                 DO_NOT_INSTALL,
             )
-    return b"".join(kept) if keep else None
+    return data if keep else None  # a kept manifest is under 1 MiB: read whole, never None
 
 
 def _check_manifest(

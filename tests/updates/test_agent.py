@@ -23,7 +23,7 @@ from appliance.store.slots import SlotName
 from appliance.trust import core
 from appliance.trust.counter import TpmCounter
 from appliance.trust.tpm import open_tpm
-from appliance.updates.agent import Phase, UpdateAgent, import_vendor_root
+from appliance.updates.agent import Phase, ProgressEvent, UpdateAgent, import_vendor_root
 from appliance.updates.wiring import make_agent
 from provisioning.testmodel import build_model_dir
 from provisioning.vendor import build_bundle
@@ -221,3 +221,52 @@ def test_status_and_rollback_through_the_cli(
     assert "slot a        1.0.0" in out and "slot b active 1.1.0" in out
     assert main([*base, "update", "rollback", "risk-demo"]) == 0
     assert "slot a is active again" in capsys.readouterr().out
+
+
+class _PowerCut(BaseException):
+    """Stands in for the power going off: nothing after it runs, no handler catches it."""
+
+
+def test_power_cut_while_streaming_into_the_slot_is_undone(box: Box) -> None:
+    """VERIFY writes the not yet verified bytes into the inactive slot; a cut there is undone."""
+    box.agent().install(box.bundle("1.0.0"))
+
+    def cut_mid_stream(event: ProgressEvent) -> None:
+        if event.phase is Phase.VERIFY and 0 < event.done < event.total and event.total > 1:
+            raise _PowerCut
+
+    with pytest.raises(_PowerCut):
+        make_agent(box.rt, "tech", cut_mid_stream).install(box.bundle("1.1.0"))
+    agent = box.agent()
+    recorded = agent.state()  # what the next start finds: the slot it must clear is named
+    assert (recorded.phase, recorded.model, recorded.slot) == (
+        Phase.VERIFY, "risk-demo", SlotName.B,
+    )  # fmt: skip
+    half_written = box.config.models_dir / "risk-demo" / "b"
+    assert any(half_written.iterdir()), "the cut came after the first bytes were written"
+    state = agent.resume()
+    assert state.phase is Phase.FAILURE and "interrupted during verify" in (state.reason or "")
+    assert not half_written.exists()
+    assert box.active_version() == "1.0.0"
+    assert box.agent().install(box.bundle("1.1.0")).phase is Phase.DONE
+
+
+def test_refused_target_leaves_no_half_written_slot(box: Box) -> None:
+    box.agent().install(box.bundle("1.0.0"))
+    bundle = box.bundle("1.1.0")
+    with tarfile.open(bundle) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/model.bin"))
+    data = bytearray(bundle.read_bytes())
+    data[member.offset_data + member.size - 1] ^= 0x01  # the very last byte of the weights
+    bundle.write_bytes(bytes(data))
+    phases: list[Phase] = []
+    agent = make_agent(box.rt, "tech", lambda event: phases.append(event.phase))
+    state = agent.install(bundle)
+    assert state.phase is Phase.FAILURE and (state.reason or "").startswith("refused:")
+    assert "hash mismatch" in (state.reason or "")
+    assert Phase.INSTALL not in phases and Phase.VALIDATE not in phases
+    assert not (box.config.models_dir / "risk-demo" / "b").exists()
+    assert not agent.paths.pending.exists()
+    assert box.active_version() == "1.0.0"
+    refused = [r for r in box.rt.audit.records() if r.event is AuditEvent.UPDATE_REFUSED]
+    assert refused and "hash mismatch" in str(refused[-1].detail["reason"])
