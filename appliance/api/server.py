@@ -110,11 +110,18 @@ class ApiServer:
         watch.start()
 
     def refresh(self) -> None:
-        for name in self.services.registry.refresh():
+        changed = self.services.registry.refresh()
+        for name in changed:
             model = self.services.registry.get(name)
             self.services.metrics.load_seconds.labels(name, model.provenance.device).set(
                 model.load_seconds
             )
+        if changed:
+            served = ", ".join(
+                f"{m.manifest.name} {m.manifest.version} on {m.provenance.device}"
+                for m in self.services.registry.all()
+            )
+            _sd_notify(f"STATUS=serving {served}")
 
     def _watch(self) -> None:
         while not self._stop.wait(REFRESH_S):
