@@ -41,6 +41,7 @@ PUBLIC: Mapping[str, str] = {
     "trust recover": "authorised by the recovery code itself; audited once the keys unseal",
     "trust enroll": "works only on a box not enrolled yet (provisioning); refused afterwards",
     "users bootstrap-admin": "works only while the box has no account (provisioning)",
+    "console": "the console authenticates its user itself (login screen, idle logoff, audited)",
     "hardware": "diagnosis of the devices, TPM, memory and disk against the box profiles; no PHI",
     "update scan": "run by the service udev starts for a USB stick; a bundle is authorised by the "
     "vendor's signatures and the TPM floor, not by who plugged the stick in; audited",
@@ -57,6 +58,13 @@ def cmd_hardware(args: argparse.Namespace, rt: Runtime, who: Principal | None) -
     mismatches = hardware.compare(profile, detected)
     print(hardware.report(profile, detected, mismatches))
     return 1 if any(m.severity == "error" for m in mismatches) else 0
+
+
+def cmd_console(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    from appliance.console import create_app, from_runtime
+
+    create_app(from_runtime(rt)).run()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     update_cmds.register(sub)
     hw = sub.add_parser("hardware", help="what this box has, against its hardware profile")
     hw.set_defaults(func=cmd_hardware, entry="hardware")
+    con = sub.add_parser("console", help="the technician's console: login, health dashboard")
+    con.set_defaults(func=cmd_console, entry="console")
     return p
 
 

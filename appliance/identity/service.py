@@ -312,8 +312,9 @@ class IdentityService:
                 db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, row.id))
         return Principal(row.username, account.role, row.id)
 
-    def logout(self, principal: Principal) -> None:
-        self._end(principal.session_id, principal.username, "logout")
+    def logout(self, principal: Principal, why: str = "logout") -> None:
+        """End the session (``why``: "logout", or "idle" for an automatic logoff)."""
+        self._end(principal.session_id, principal.username, why)
 
     def _end(self, token_id: str, username: str, why: str) -> None:
         with self.store.transaction() as db:

@@ -1,0 +1,18 @@
+"""The Textual console on the box's screen or serial line: login, idle logoff, health dashboard.
+
+``create_app(from_runtime(rt)).run()`` is all ``appliance console`` does.
+"""
+
+from appliance.console.app import ConsoleApp, create_app
+from appliance.console.backends import ConsoleBackends, from_runtime
+from appliance.console.health import HealthReport, Level, Problem
+
+__all__ = [
+    "ConsoleApp",
+    "ConsoleBackends",
+    "HealthReport",
+    "Level",
+    "Problem",
+    "create_app",
+    "from_runtime",
+]

@@ -1,0 +1,78 @@
+"""The console app: login, automatic logoff after idle time, the health dashboard.
+
+Built by :func:`create_app` from its backends; ``appliance console`` hands it the real ones.
+Any key or mouse event resets the idle timer; after ``idle_timeout`` seconds the session is
+logged off through the identity service (audited) and the login screen returns with a notice.
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.app import App
+from textual.binding import Binding
+
+from appliance.console.backends import ConsoleBackends
+from appliance.console.messages import LoginSucceeded, LogoffRequested
+from appliance.console.screens.dashboard import DashboardScreen
+from appliance.console.screens.login import LoginScreen
+from appliance.identity.roles import Principal
+
+_ACTIVITY = (events.Key, events.MouseDown, events.MouseMove, events.MouseScrollDown,
+             events.MouseScrollUp, events.Paste)  # fmt: skip
+
+
+class ConsoleApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "Appliance console"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]  # noqa: RUF012 - Textual's API
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(self, backends: ConsoleBackends) -> None:
+        super().__init__()
+        self.backends = backends
+        self.principal: Principal | None = None
+        self.last_activity = backends.clock()
+
+    def on_mount(self) -> None:
+        self.push_screen(LoginScreen(self.backends.identity))
+        self.set_interval(min(1.0, self.backends.idle_timeout / 5), self.log_off_if_idle)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, _ACTIVITY):
+            self.last_activity = self.backends.clock()
+        await super().on_event(event)
+
+    def on_login_succeeded(self, message: LoginSucceeded) -> None:
+        self.principal = message.principal
+        self.last_activity = self.backends.clock()
+        self.switch_screen(DashboardScreen(message.principal, self.backends))
+
+    def on_logoff_requested(self, _message: LogoffRequested) -> None:
+        self.log_off("You logged off.")
+
+    def log_off_if_idle(self) -> None:
+        idle = self.backends.clock() - self.last_activity
+        if self.principal is not None and idle >= self.backends.idle_timeout:
+            notice = f"You were logged off after {_duration(self.backends.idle_timeout)} idle."
+            self.log_off(notice, why="idle")
+
+    def log_off(self, notice: str, why: str = "logout") -> None:
+        """End the session (the identity service audits it, with ``why``) and show the login."""
+        if self.principal is None:
+            return
+        principal, self.principal = self.principal, None
+        self.backends.identity.logout(principal, why)
+        self.switch_screen(LoginScreen(self.backends.identity, notice=notice))
+
+    async def action_quit(self) -> None:
+        self.log_off("")
+        self.exit()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"  # noqa: PLR2004
+
+
+def create_app(backends: ConsoleBackends) -> ConsoleApp:
+    """The console app over ``backends`` (see :func:`appliance.console.backends.from_runtime`)."""
+    return ConsoleApp(backends)

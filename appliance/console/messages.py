@@ -1,0 +1,38 @@
+"""Messages the console's workers and screens post, as dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from appliance.console.health import HealthReport
+from appliance.identity.roles import Principal
+
+
+@dataclass
+class LoginSucceeded(Message):
+    """The login worker opened a session; the app shows the dashboard."""
+
+    principal: Principal
+
+
+@dataclass
+class LoginFailed(Message):
+    """The login worker was refused: the appliance error's message and hint."""
+
+    message: str
+    hint: str
+    needs_reason: bool  # a break-glass account logged in without a reason
+
+
+@dataclass
+class HealthGathered(Message):
+    """The health worker finished one report."""
+
+    report: HealthReport
+
+
+@dataclass
+class LogoffRequested(Message):
+    """The user asked to log off (confirmed)."""

@@ -1,0 +1,103 @@
+"""The health dashboard, refreshed every ``refresh_s`` seconds by a thread worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Label, Sparkline, Static
+
+from appliance.console.backends import ConsoleBackends
+from appliance.console.dialogs.confirm import ConfirmDialog
+from appliance.console.health import HealthReport
+from appliance.console.messages import HealthGathered, LogoffRequested
+from appliance.console.widgets import panels
+from appliance.identity.roles import Principal
+
+PANELS: dict[str, tuple[str, Callable[[HealthReport], Text]]] = {
+    "trust": ("Trust / TPM", panels.trust),
+    "hardware": ("Hardware & devices", panels.hardware),
+    "models": ("Models & slots", panels.models),
+    "update": ("Last update", panels.update),
+    "audit": ("Recent audit events", panels.audit),
+}
+
+
+class DashboardScreen(Screen[None]):
+    BINDINGS = [  # noqa: RUF012 - Textual's API
+        Binding("r", "refresh_now", "Refresh"),
+        Binding("ctrl+l", "log_off", "Log off"),
+    ]
+
+    def __init__(self, principal: Principal, backends: ConsoleBackends) -> None:
+        super().__init__()
+        self.principal = principal
+        self.health = backends.health
+        self.refresh_s = backends.refresh_s
+        self.report: HealthReport | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="banner", classes="hidden")
+        who = f"{self.principal.username} ({self.principal.role})"
+        yield Static(f"Logged in as {who}", id="session")
+        yield Static("Gathering health…", id="summary")
+        with Grid(id="panels"):
+            for key, (title, _render) in PANELS.items():
+                panel = Static("…", id=key, classes="panel")
+                panel.border_title = title
+                yield panel
+            with Vertical(id="system", classes="panel") as system:
+                system.border_title = "System"
+                yield Static("…", id="system-text")
+                yield Label("CPU %")
+                yield Sparkline([], id="cpu")
+                yield Label("Memory %")
+                yield Sparkline([], id="memory")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show_banner(pending=0)
+        self.gather()
+        self.set_interval(self.refresh_s, self.gather)
+
+    @work(thread=True, exclusive=True, group="health")
+    def gather(self) -> None:
+        """Gather in a thread (TPM, OpenVINO, disk); only the message touches the screen."""
+        self.post_message(HealthGathered(self.health()))
+
+    def on_health_gathered(self, message: HealthGathered) -> None:
+        report = self.report = message.report
+        for key, (_title, render) in PANELS.items():
+            self.query_one(f"#{key}", Static).update(render(report))
+        self.query_one("#system-text", Static).update(panels.system(report))
+        self.query_one("#cpu", Sparkline).data = [s.cpu_percent for s in report.system]
+        self.query_one("#memory", Sparkline).data = [s.memory_percent for s in report.system]
+        self.query_one("#summary", Static).update(panels.summary(report))
+        self._show_banner(report.break_glass_pending)
+
+    def _show_banner(self, pending: int) -> None:
+        banner = self.query_one("#banner", Static)
+        if self.principal.break_glass:
+            text = "BREAK-GLASS SESSION: emergency access; every action is flagged for review"
+        elif pending:
+            text = f"BREAK-GLASS: {pending} emergency access use(s) not yet reviewed by an admin"
+        else:
+            banner.add_class("hidden")
+            return
+        banner.update(text)
+        banner.remove_class("hidden")
+
+    def action_refresh_now(self) -> None:
+        self.gather()
+
+    def action_log_off(self) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.post_message(LogoffRequested())
+
+        self.app.push_screen(ConfirmDialog("Log off?", yes="Log off"), answered)
