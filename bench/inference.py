@@ -538,8 +538,8 @@ Every API request appends an fsynced audit record (file fsync + head.json replac
 file and folder; appends are serialised under one flock, and every 100th record is a checkpoint
 that advances the TPM counter) and commits its result to SQLite (WAL, synchronous=FULL) before
 the answer leaves. That is the product's durability promise; it is measured, not disabled.
-The audit file here is new (KBs); an append reads the current file whole (the torn-tail check),
-so it costs more as the file grows toward its 8 MiB rotation.
+An append reads only the bytes after the signed head (the torn-tail check), so its cost does not
+grow with the audit file.
 uvicorn runs in this process (a thread, as in the tests); wrk runs beside it on the same cores.
 api_overhead_ms_p50 = API (httpx) p50 - engine p50 back to back; ratio = wrk -c16 / 16 threads.
 """)  # fmt: skip
