@@ -13,10 +13,11 @@ from fastapi import Request
 
 from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
+from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.errors import PermissionDeniedError, SessionExpiredError
 from appliance.identity.roles import ENTRY_POINTS, Permission, Principal, may
-from appliance.identity.service import Auditor, IdentityService
+from appliance.identity.service import IdentityService
 from appliance.inference.registry import ModelRegistry, ServedModel
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError, StorageError
+from appliance.sqlitedb import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -59,26 +59,10 @@ class ResultStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        self._database = Database(path, _SCHEMA, "results database")
 
     def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                db.execute("PRAGMA synchronous=FULL")
-            except sqlite3.Error as exc:
-                raise StorageError(
-                    f"cannot open the results database {self.path}: {exc}.",
-                    "Check that the state partition is mounted read-write and not full.",
-                ) from exc
-            self._local.db = db
-        return db
+        return self._database.conn
 
     def put(
         self, request_id: str, *, actor: str, route: str, provenance: Mapping[str, str],

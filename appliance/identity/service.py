@@ -13,10 +13,10 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
+from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.config import Config
 from appliance.errors import (
@@ -35,23 +35,6 @@ TOKEN_PREFIX = "apl"  # noqa: S105 - a label, not a secret
 # Writing last_used on every request would cost an fsync each; idleness is measured to this grain.
 _TOUCH_GRAIN_S = 30.0
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
-
-
-class Auditor(Protocol):
-    """What identity needs of the audit log (appliance.audit.AuditLog provides it)."""
-
-    def append(
-        self,
-        event: AuditEvent,
-        *,
-        actor: str,
-        outcome: Outcome,
-        role: str | None = None,
-        subject: str | None = None,
-        model: str | None = None,
-        detail: Mapping[str, str | int | bool] | None = None,
-        flagged: bool = False,
-    ) -> object: ...
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.errors import StorageError
 from appliance.identity.roles import Role
+from appliance.sqlitedb import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -88,38 +87,14 @@ class IdentityStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # One connection per thread: the API serves requests from a thread pool.
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        self._database = Database(path, _SCHEMA, "identity database")
 
     @property
     def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                db = sqlite3.connect(
-                    self.path, isolation_level=None, timeout=30, check_same_thread=False
-                )
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-            except sqlite3.Error as exc:
-                raise StorageError(
-                    f"cannot open the identity database {self.path}: {exc}.",
-                    "Check that the state folder is mounted read-write and not full.",
-                ) from exc
-            self._local.db = db
-            self._all.append(db)
-        return db
+        return self._database.conn
 
     def close(self) -> None:
-        for db in self._all:
-            db.close()
-        self._all.clear()
-        self._local = threading.local()
+        self._database.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -43,6 +43,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.errors import ApplianceError, StorageError
 from appliance.fsutil import atomic_write
@@ -136,18 +137,6 @@ class Counter(Protocol):
     def read(self) -> int: ...
 
     def advance_to(self, target: int) -> int: ...
-
-
-class Auditor(Protocol):
-    def append(
-        self,
-        event: AuditEvent,
-        *,
-        actor: str,
-        outcome: Outcome,
-        detail: Mapping[str, str | int | bool] | None = None,
-        model: str | None = None,
-    ) -> object: ...  # fmt: skip
 
 
 @dataclass(frozen=True)
