@@ -8,6 +8,7 @@ from textual.message import Message
 
 from appliance.console.health import HealthReport
 from appliance.identity.roles import Principal
+from appliance.updates.agent import AgentState, ProgressEvent
 
 
 @dataclass
@@ -36,3 +37,18 @@ class HealthGathered(Message):
 @dataclass
 class LogoffRequested(Message):
     """The user asked to log off (confirmed)."""
+
+
+@dataclass
+class UpdateProgressed(Message):
+    """The install worker's agent reported a step."""
+
+    event: ProgressEvent
+
+
+@dataclass
+class UpdateFinished(Message):
+    """The install worker ended: the agent's final state, or the error that stopped it."""
+
+    state: AgentState | None
+    error: str = ""

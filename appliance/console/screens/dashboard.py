@@ -16,6 +16,7 @@ from appliance.console.backends import ConsoleBackends
 from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.health import HealthReport
 from appliance.console.messages import HealthGathered, LogoffRequested
+from appliance.console.screens.update import NEEDS_ROLE, UpdateScreen, may_install
 from appliance.console.widgets import panels
 from appliance.identity.roles import Principal
 
@@ -31,12 +32,14 @@ PANELS: dict[str, tuple[str, Callable[[HealthReport], Text]]] = {
 class DashboardScreen(Screen[None]):
     BINDINGS = [  # noqa: RUF012 - Textual's API
         Binding("r", "refresh_now", "Refresh"),
+        Binding("u", "update", "Update from USB"),
         Binding("ctrl+l", "log_off", "Log off"),
     ]
 
     def __init__(self, principal: Principal, backends: ConsoleBackends) -> None:
         super().__init__()
         self.principal = principal
+        self.backends = backends
         self.health = backends.health
         self.refresh_s = backends.refresh_s
         self.report: HealthReport | None = None
@@ -94,6 +97,12 @@ class DashboardScreen(Screen[None]):
 
     def action_refresh_now(self) -> None:
         self.gather()
+
+    def action_update(self) -> None:
+        if not may_install(self.principal):
+            self.notify(NEEDS_ROLE, title="Not allowed", severity="error")
+            return
+        self.app.push_screen(UpdateScreen(self.principal, self.backends))
 
     def action_log_off(self) -> None:
         def answered(yes: bool | None) -> None:
