@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from appliance.config import Config
+from appliance.identity.roles import Role
+from appliance.identity.service import IdentityService
 from appliance.trust.swtpm import Swtpm
 from appliance.trust.tpm import Tpm, open_tpm
 
@@ -39,3 +41,26 @@ def tpm(swtpm: Swtpm) -> Iterator[Tpm]:
     """An open connection to the test's swtpm (closed before the swtpm stops)."""
     with open_tpm(swtpm.tcti) as conn:
         yield conn
+
+
+ADMIN_PASSWORD = "correct horse battery staple"
+USER_PASSWORD = "a long enough passphrase"
+
+
+def accounts_for_every_role(identity: IdentityService) -> dict[Role, str]:
+    """Provision admin 'alice' and one account per other role; return each role's bearer token.
+
+    Service accounts get a service token; the others log in (break-glass with a reason).
+    """
+    identity.bootstrap_admin("alice", ADMIN_PASSWORD)
+    admin, issued = identity.login("alice", ADMIN_PASSWORD)
+    tokens = {Role.ADMIN: issued.token}
+    for role in Role:
+        name = f"user-{role.value}"
+        if role is Role.SERVICE:
+            identity.add_account(admin, name, role, None)
+            tokens[role] = identity.issue_service_token(admin, name).token
+        elif role is not Role.ADMIN:
+            identity.add_account(admin, name, role, USER_PASSWORD)
+            tokens[role] = identity.login(name, USER_PASSWORD, reason="test")[1].token
+    return tokens

@@ -23,6 +23,7 @@ from appliance.updates.agent import import_vendor_root
 from appliance.updates.wiring import make_agent
 from provisioning.testmodel import BIAS, WEIGHTS, build_model_dir
 from provisioning.vendor import build_bundle
+from tests.conftest import accounts_for_every_role
 from tests.updates.conftest import NOT_BEFORE, RepoSim
 
 PASSWORD = "a long enough passphrase"
@@ -71,20 +72,7 @@ def prepared(config: Config, sim: RepoSim) -> Iterator[Served]:
     with open_tpm(config.device_tcti()) as tpm:
         core.enroll(tpm, config)
     with open_runtime(config) as rt:
-        ident = rt.identity
-        ident.bootstrap_admin("alice", "correct horse battery staple")
-        admin, issued = ident.login("alice", "correct horse battery staple")
-        tokens = {Role.ADMIN: issued.token}
-        for role in Role:
-            if role is Role.ADMIN:
-                continue
-            name = f"user-{role.value}"
-            if role is Role.SERVICE:
-                ident.add_account(admin, name, role, None)
-                tokens[role] = ident.issue_service_token(admin, name).token
-            else:
-                ident.add_account(admin, name, role, PASSWORD)
-                tokens[role] = ident.login(name, PASSWORD, reason="test")[1].token
+        tokens = accounts_for_every_role(rt.identity)
         import_vendor_root(make_agent(rt, "tech").paths, sim.first_root())
         box = Served(config, rt, None, sim, tokens)  # type: ignore[arg-type]
         box.install("1.0.0")

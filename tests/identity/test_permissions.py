@@ -23,8 +23,7 @@ from appliance.runtime import open_runtime
 from appliance.trust import aead, core
 from appliance.trust.keys import KeyName
 from appliance.trust.tpm import open_tpm
-
-from .conftest import ADMIN_PASSWORD
+from tests.conftest import accounts_for_every_role
 
 
 def _walk(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[str]:
@@ -54,23 +53,8 @@ def box(config: Config, tmp_path: Path) -> dict[Role, str]:
     plain.write_bytes(os.urandom(1000))
     aead.encrypt_file(key, plain, tmp_path / "model.enc", model="m", version="1")
     (tmp_path / "pw").write_text("a long enough passphrase\n")
-    tokens: dict[Role, str] = {}
     with open_runtime(config) as rt:
-        ident = rt.identity
-        ident.bootstrap_admin("alice", ADMIN_PASSWORD)
-        admin, issued = ident.login("alice", ADMIN_PASSWORD)
-        tokens[Role.ADMIN] = issued.token
-        for role in Role:
-            if role is Role.ADMIN:
-                continue
-            name = f"user-{role.value}"
-            if role is Role.SERVICE:
-                ident.add_account(admin, name, role, None)
-                tokens[role] = ident.issue_service_token(admin, name).token
-                continue
-            ident.add_account(admin, name, role, "a long enough passphrase")
-            tokens[role] = ident.login(name, "a long enough passphrase", reason="test")[1].token
-    return tokens
+        return accounts_for_every_role(rt.identity)
 
 
 def _argv(entry: str, role: Role, tmp: Path) -> list[str]:
