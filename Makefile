@@ -10,7 +10,8 @@ WHEEL_CACHE ?= $(HOME)/.cache/appliance/wheels
 COMPILED_WHEELS := tpm2-pytss==3.0.0 systemd-python==235
 STATE_DIR ?= $(CURDIR)/.state
 APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config \
-	swtpm swtpm-tools tpm2-tools libtss2-dev libsystemd-dev systemd util-linux nftables
+	swtpm swtpm-tools tpm2-tools libtss2-dev libsystemd-dev systemd util-linux nftables \
+	tmux librsvg2-bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help deps venv run test lint bench clean

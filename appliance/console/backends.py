@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.audit.log import VerifyReport
+from appliance.audit.records import AuditRecord
 from appliance.console.gather import HealthSource
 from appliance.console.health import HealthReport
 from appliance.identity.roles import Principal
@@ -18,10 +23,14 @@ from appliance.runtime import Runtime
 from appliance.updates.agent import AgentState, Phase, ProgressEvent
 
 USB_DIR = Path("/run/appliance-usb")  # where the USB stick's bundles appear
+RECENT = 500  # how many of the newest audit records the audit view lists
 Progress = Callable[[ProgressEvent], None]
 Installer = Callable[[Path, str, Progress], AgentState]
 """Install ``bundle`` as ``actor``, reporting progress; slow: called in a thread worker."""
 NO_AGENT = AgentState(Phase.FAILURE, reason="this console has no update agent")
+AuditExporter = Callable[[Principal, Path], tuple[Path, int]]
+"""Write the audit trail as JSON lines into the folder for ``principal`` (audited); returns the
+file written and the record count; slow: called in a thread worker."""
 
 
 class Identity(Protocol):
@@ -37,6 +46,16 @@ class Identity(Protocol):
 
     def unacknowledged_break_glass(self) -> list[BreakGlassUse]: ...
 
+    def acknowledge_break_glass(self, by: Principal, use_id: int) -> None: ...
+
+
+def _no_verify() -> VerifyReport:
+    raise NotImplementedError("this console has no audit log")
+
+
+def _no_export(_who: Principal, _folder: Path) -> tuple[Path, int]:
+    raise NotImplementedError("this console has no audit log")
+
 
 @dataclass(frozen=True)
 class ConsoleBackends:
@@ -47,6 +66,10 @@ class ConsoleBackends:
     clock: Callable[[], float] = time.monotonic  # for idleness only
     usb_dir: Path = USB_DIR  # the update screen lists the bundles found here
     installer: Installer = field(default=lambda _b, _a, _p: NO_AGENT)
+    # The audit view's sources; slow (disk, TPM): called in thread workers.
+    audit_records: Callable[[], list[AuditRecord]] = field(default=lambda: [])
+    audit_verify: Callable[[], VerifyReport] = _no_verify
+    audit_export: AuditExporter = _no_export
 
 
 def from_runtime(
@@ -71,6 +94,17 @@ def from_runtime(
 
         return make_agent(rt, actor, on_progress).install(bundle)
 
+    def recent_records() -> list[AuditRecord]:
+        return list(collections.deque(rt.audit.records(), maxlen=RECENT))
+
+    def verify_chain() -> VerifyReport:
+        from appliance.audit.log import verify
+
+        return verify(rt.config.audit_dir, rt.audit_key, rt.audit_anchor)
+
+    def export(who: Principal, folder: Path) -> tuple[Path, int]:
+        return export_audit(rt, who, folder)
+
     source = HealthSource(
         config=rt.config,
         tcti=rt.tcti,
@@ -86,4 +120,26 @@ def from_runtime(
         refresh_s=refresh_s,
         usb_dir=usb_dir,
         installer=install,
+        audit_records=recent_records,
+        audit_verify=verify_chain,
+        audit_export=export,
     )
+
+
+def export_audit(rt: Runtime, who: Principal, folder: Path) -> tuple[Path, int]:
+    """Write the whole trail as JSON lines to ``folder/audit-<box>-<date>.jsonl`` atomically and
+    audit the export (as ``appliance audit export`` does). Raises StorageError if unwritable."""
+    from appliance.audit.export import export_json
+    from appliance.audit.records import AuditEvent, Outcome
+    from appliance.fsutil import atomic_write
+
+    text = io.StringIO()
+    count = export_json(rt.audit.records(), text)
+    date = datetime.now(UTC).date().isoformat()
+    path = folder / f"audit-{rt.config.box_id}-{date}.jsonl"
+    atomic_write(path, text.getvalue().encode(), mode=0o640)
+    rt.audit.append(
+        AuditEvent.EXPORT, actor=who.username, role=who.role.value, outcome=Outcome.SUCCESS,
+        detail={"what": "audit", "format": "json", "records": count, "to": str(path)},
+    )  # fmt: skip
+    return path, count

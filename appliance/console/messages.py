@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual.message import Message
 
+from appliance.audit.log import VerifyReport
+from appliance.audit.records import AuditRecord
 from appliance.console.health import HealthReport
 from appliance.identity.roles import Principal
+from appliance.identity.store import BreakGlassUse
 from appliance.updates.agent import AgentState, ProgressEvent
 
 
@@ -51,4 +55,30 @@ class UpdateFinished(Message):
     """The install worker ended: the agent's final state, or the error that stopped it."""
 
     state: AgentState | None
+    error: str = ""
+
+
+@dataclass
+class AuditLoaded(Message):
+    """The audit worker read the newest records and the unacknowledged break-glass uses."""
+
+    records: list[AuditRecord]
+    break_glass: list[BreakGlassUse]
+    error: str = ""
+
+
+@dataclass
+class AuditVerified(Message):
+    """The verify worker checked the chain: its report, or the error that stopped it."""
+
+    report: VerifyReport | None
+    error: str = ""
+
+
+@dataclass
+class AuditExported(Message):
+    """The export worker wrote ``count`` records to ``path``, or failed with ``error``."""
+
+    path: Path | None
+    count: int = 0
     error: str = ""

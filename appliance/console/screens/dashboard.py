@@ -16,6 +16,8 @@ from appliance.console.backends import ConsoleBackends
 from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.health import HealthReport
 from appliance.console.messages import HealthGathered, LogoffRequested
+from appliance.console.screens.audit import NEEDS_ROLE as NEEDS_AUDIT_ROLE
+from appliance.console.screens.audit import AuditScreen, may_read
 from appliance.console.screens.update import NEEDS_ROLE, UpdateScreen, may_install
 from appliance.console.widgets import panels
 from appliance.identity.roles import Principal
@@ -33,6 +35,7 @@ class DashboardScreen(Screen[None]):
     BINDINGS = [  # noqa: RUF012 - Textual's API
         Binding("r", "refresh_now", "Refresh"),
         Binding("u", "update", "Update from USB"),
+        Binding("a", "audit", "Audit"),
         Binding("ctrl+l", "log_off", "Log off"),
     ]
 
@@ -103,6 +106,12 @@ class DashboardScreen(Screen[None]):
             self.notify(NEEDS_ROLE, title="Not allowed", severity="error")
             return
         self.app.push_screen(UpdateScreen(self.principal, self.backends))
+
+    def action_audit(self) -> None:
+        if not may_read(self.principal):
+            self.notify(NEEDS_AUDIT_ROLE, title="Not allowed", severity="error")
+            return
+        self.app.push_screen(AuditScreen(self.principal, self.backends))
 
     def action_log_off(self) -> None:
         def answered(yes: bool | None) -> None:
