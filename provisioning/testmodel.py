@@ -45,6 +45,7 @@ def build_model_dir(
     weight_scale: float = 1.0,
     degrade: bool = False,
     size_mb: float | None = None,
+    int8: bool = False,
 ) -> Path:
     """Write ``model.xml``, ``model.bin``, ``manifest.json`` and ``reference/cases.npz`` to ``out``.
 
@@ -52,14 +53,20 @@ def build_model_dir(
     ``degrade`` sign-flips the weights so the model ranks cases backwards (AUC about 0.1) while the
     manifest still claims the good model's AUC. ``size_mb`` pads model.bin to about that many MiB
     with a constant that feeds the graph but adds exactly zero, so the model still loads and
-    validates (OpenVINO folds the padding away when it compiles). Returns ``out``.
+    validates (OpenVINO folds the padding away when it compiles). ``int8`` quantizes the model
+    with NNCF post-training quantization calibrated on the reference features (see
+    :func:`quantize`); the manifest still claims the f32 model's AUC. Returns ``out``.
     """
     features, labels = reference_cases(cases, seed)
     weights = WEIGHTS * np.float32(weight_scale) * np.float32(-1.0 if degrade else 1.0)
     pad = _padding(size_mb, seed)
     model = risk_model(weights, BIAS, pad, name=name)
+    if int8:
+        model = quantize(model, features)
     (out / "reference").mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
+    if int8:
+        _rename_saved(out / "model.xml")
     (out / CASES_FILE).write_bytes(npz_bytes({"features": features, LABELS: labels}))
     expected = math.floor(auc(_logits(features, WEIGHTS, BIAS), labels) * 1000) / 1000
     doc = manifest_doc(name, version, expected)
@@ -97,6 +104,42 @@ def risk_model(
     risk.output(0).get_tensor().set_names({"risk"})
     # Unnamed nodes get a process-wide counter in their name: that would break byte identity.
     return ov.Model([ops.result(risk, name="risk_result")], [features], name)
+
+
+def quantize(model: ov.Model, calibration: npt.NDArray[np.float32]) -> ov.Model:
+    """``model`` with int8 FakeQuantize on its inputs and int8 weights (NNCF post-training).
+
+    Every calibration row is one sample and all of them are used, so no random subset is drawn and
+    the same rows give the same graph. Raises ImportError when NNCF is not installed.
+    """
+    import nncf  # type: ignore[import-untyped,unused-ignore]  # only the int8 build needs it
+
+    rows = [calibration[i : i + 1] for i in range(len(calibration))]
+    return nncf.quantize(
+        model,
+        nncf.Dataset(rows),
+        preset=nncf.QuantizationPreset.MIXED,  # asymmetric activations: tighter ranges
+        subset_size=len(rows),
+    )
+
+
+def _rename_saved(xml: Path) -> None:
+    """Rewrite the IR at ``xml`` with every counter-named node given a name from its graph place.
+
+    Saving folds the weights' FakeQuantize into i8 constants named by a process-wide counter
+    (``Constant_11068``): those become ``int8/<type>_<index in topological order>``.
+    """
+    # Read from copies in memory: a read from the files would mmap the model.bin it then rewrites.
+    weights = np.frombuffer(bytearray(xml.with_suffix(".bin").read_bytes()), dtype=np.uint8)
+    core = ov.Core()
+    model = core.read_model(xml.read_bytes(), ov.Tensor(weights))
+    for index, op in enumerate(model.get_ordered_ops()):
+        kind, name = op.get_type_name(), op.get_friendly_name()
+        prefix, _, number = name.rpartition("_")
+        if prefix == kind and number.isdigit():
+            op.set_friendly_name(f"int8/{kind}_{index}")
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    del model  # before the core that read it (OpenVINO aborts at exit otherwise)
 
 
 def manifest_doc(name: str, version: str, expected: float) -> dict[str, Any]:

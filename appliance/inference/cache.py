@@ -40,14 +40,17 @@ class CompileCache:
     def _path(self, entry: str) -> Path:
         return self.folder / f"{entry}.blob"
 
-    def load(self, entry: str, device: str, *, core: Any) -> Any | None:
-        """The compiled model for ``entry``, or None if there is no usable blob."""
+    def load(self, entry: str, device: str, *, core: Any, int8: bool = False) -> Any | None:
+        """The compiled model for ``entry``, or None if there is no usable blob.
+
+        ``int8`` must match the compile that made the blob (see ``engine.import_compiled``).
+        """
         path = self._path(entry)
         if not path.exists():
             return None
         try:
             blob = aead.decrypt_file(self._key, path, model="compiled", version=entry)
-            compiled = engine.import_compiled(io.BytesIO(bytes(blob)), device, core=core)
+            compiled = engine.import_compiled(io.BytesIO(bytes(blob)), device, core=core, int8=int8)
         except (ModelIntegrityError, ApplianceError) as exc:
             log.warning("inference: compile cache entry %s refused, compiling again: %s",
                         entry[:12], exc.message)  # fmt: skip

@@ -83,6 +83,24 @@ def load_model(
     return model
 
 
+# Element types of quantised weights; f16/bf16 weights are compression, not an int8 model.
+_INT8_WEIGHTS = frozenset({"i8", "u8", "i4", "u4"})
+
+
+def is_int8(model: ov.Model) -> bool:
+    """Whether ``model`` is a quantised IR: FakeQuantize ops or int8/uint8/int4 weight constants.
+
+    Such a model is compiled with ``int8=True`` (no forced f32 precision hint).
+    """
+    for op in model.get_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize":
+            return True
+        if kind == "Constant" and op.get_output_element_type(0).get_type_name() in _INT8_WEIGHTS:
+            return True
+    return False
+
+
 def compile(
     model: ov.Model,
     device: str = "CPU",

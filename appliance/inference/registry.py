@@ -135,13 +135,17 @@ class ModelRegistry:
         manifest = parse_manifest(bytes(loaded.files[MANIFEST_NAME]))
         device = self._choose(manifest)
         cache = CompileCache(self._cache_dir, key) if self._cache_dir else None
-        entry = CompileCache.entry(loaded.info.bundle_sha256, name, device, "f32-latency")
-        compiled = cache.load(entry, device, core=self._core) if cache else None
+        # The IR is read before the cache is asked: whether it is int8 is part of the cache key
+        # and of the import settings (the precision hint is not in an exported blob).
+        model = engine.load_model(
+            bytes(loaded.files[MODEL_XML]), loaded.files[MODEL_BIN], core=self._core
+        )
+        int8 = engine.is_int8(model)
+        settings = "int8-latency" if int8 else "f32-latency"
+        entry = CompileCache.entry(loaded.info.bundle_sha256, name, device, settings)
+        compiled = cache.load(entry, device, core=self._core, int8=int8) if cache else None
         if compiled is None:
-            model = engine.load_model(
-                bytes(loaded.files[MODEL_XML]), loaded.files[MODEL_BIN], core=self._core
-            )
-            compiled = engine.compile(model, device, core=self._core, latency=True)
+            compiled = engine.compile(model, device, core=self._core, int8=int8, latency=True)
             if cache:
                 cache.store(entry, compiled)
         provenance = Provenance(
