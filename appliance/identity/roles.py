@@ -121,6 +121,11 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "api:POST /v1/tasks/studies": P.INFER,
     "api:GET /v1/results/{request_id}": P.RESULTS_READ,
     "api:GET /metrics": P.HEALTH_READ,
+    "console:update": P.UPDATE_INSTALL,
+    "console:audit": P.AUDIT_READ,
+    "console:audit verify": P.AUDIT_VERIFY,
+    "console:audit export": P.AUDIT_EXPORT,
+    "console:break-glass ack": P.BREAK_GLASS_ACK,
 }
 
 
@@ -140,6 +145,11 @@ class Principal:
 def may(role: Role, permission: Permission) -> bool:
     """Whether ``role`` grants ``permission``."""
     return permission in PERMISSIONS[role]
+
+
+def may_enter(role: Role, entry: str) -> bool:
+    """Whether ``role`` may use the entry point ``entry`` (a key of ENTRY_POINTS)."""
+    return may(role, ENTRY_POINTS[entry])
 
 
 def require(principal: Principal, permission: Permission, what: str) -> None:

@@ -18,7 +18,7 @@ from appliance.console.backends import ConsoleBackends
 from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.messages import AuditExported, AuditLoaded, AuditVerified
 from appliance.errors import ApplianceError
-from appliance.identity.roles import Permission, Principal, may
+from appliance.identity.roles import Principal, may_enter
 from appliance.identity.store import BreakGlassUse
 
 NEEDS_ROLE = "The audit view needs an auditor or admin account."
@@ -26,7 +26,7 @@ COLUMNS = ("seq", "time", "event", "outcome", "actor", "flagged")
 
 
 def may_read(principal: Principal) -> bool:
-    return may(principal.role, Permission.AUDIT_READ)
+    return may_enter(principal.role, "console:audit")
 
 
 def matches(record: AuditRecord, needle: str) -> bool:
@@ -56,9 +56,9 @@ class AuditScreen(Screen[None]):
         self.backends = backends
         self.records: list[AuditRecord] = []
         self.uses: list[BreakGlassUse] = []
-        self.may_export = may(principal.role, Permission.AUDIT_EXPORT)
-        self.may_verify = may(principal.role, Permission.AUDIT_VERIFY)
-        self.may_ack = may(principal.role, Permission.BREAK_GLASS_ACK)
+        self.may_export = may_enter(principal.role, "console:audit export")
+        self.may_verify = may_enter(principal.role, "console:audit verify")
+        self.may_ack = may_enter(principal.role, "console:break-glass ack")
 
     def compose(self) -> ComposeResult:
         yield Static("Audit trail (newest last)", id="audit-title")

@@ -15,7 +15,7 @@ from appliance.console.backends import ConsoleBackends
 from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.messages import UpdateFinished, UpdateProgressed
 from appliance.errors import ApplianceError
-from appliance.identity.roles import Permission, Principal, may
+from appliance.identity.roles import Principal, may_enter
 from appliance.updates.agent import AgentState, Phase, ProgressEvent
 from appliance.updates.bundle import BUNDLE_SUFFIX
 
@@ -23,7 +23,7 @@ NEEDS_ROLE = "Installing updates needs a technician or admin account."
 
 
 def may_install(principal: Principal) -> bool:
-    return may(principal.role, Permission.UPDATE_INSTALL)
+    return may_enter(principal.role, "console:update")
 
 
 def find_bundles(folder: Path) -> list[Path]:
