@@ -15,7 +15,6 @@ from appliance.config import Config
 from appliance.console import ConsoleBackends, create_app
 from appliance.console.screens.dashboard import DashboardScreen
 from appliance.console.screens.update import UpdateScreen
-from appliance.identity.roles import Role
 from appliance.runtime import Runtime
 from appliance.store.slots import ModelStore
 from appliance.updates.agent import AgentPaths, import_vendor_root
@@ -106,26 +105,6 @@ def test_junk_file_on_usb_is_refused_with_a_reason(
 
     drive(create_app(usb_backends), scenario)
     assert active_version(config, "risk-demo") is None
-
-
-def test_clinician_cannot_open_the_update_screen(
-    usb_backends: ConsoleBackends, runtime: Runtime
-) -> None:
-    admin, _ = runtime.identity.login("alice", ADMIN_PASSWORD)
-    runtime.identity.add_account(admin, "nurse", Role.CLINICIAN, NURSE_PASSWORD)
-    runtime.identity.logout(admin)
-    app = create_app(usb_backends)
-
-    async def scenario(pilot: Pilot[None]) -> None:
-        await log_in(pilot, "nurse", NURSE_PASSWORD)
-        await settle(pilot)
-        await pilot.press("u")
-        await pilot.pause()
-        assert showing(pilot, DashboardScreen)
-        notices = [n.message for n in app._notifications]
-        assert any("technician or admin" in n for n in notices)
-
-    drive(app, scenario)
 
 
 def test_no_stick_says_so(backends: ConsoleBackends, tmp_path: Path) -> None:
