@@ -14,7 +14,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config \
 	tmux librsvg2-bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help deps venv run test lint bench clean
+.PHONY: help deps venv run test lint bench models clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench: deps venv ## benchmarks (print tables and name: value lines)
 	$(PY) bench/trust.py
 	$(PY) bench/update.py
 	$(PY) bench/inference.py
+
+models: deps venv ## rebuild every reference model from its recipe (deterministic: git diff shows any change)
+	@for b in models/*/build.py; do echo "models: $$b"; $(PY) $$b || exit 1; done
 
 clean: ## remove the venv and local state (the wheel cache stays)
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
