@@ -1,0 +1,1 @@
+"""DICOM: the receiver (SCP), the study spool, the result writers and the outbox to PACS."""
