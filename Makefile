@@ -11,10 +11,15 @@ COMPILED_WHEELS := tpm2-pytss==3.0.0 systemd-python==235
 STATE_DIR ?= $(CURDIR)/.state
 APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config \
 	swtpm swtpm-tools tpm2-tools libtss2-dev libsystemd-dev systemd util-linux nftables \
-	tmux librsvg2-bin
+	tmux librsvg2-bin \
+	mmdebstrap mtools fdisk dosfstools e2fsprogs qemu-system-x86 ovmf systemd-boot-efi
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help deps venv run test lint bench models clean
+IMAGE := build/image/appliance.img
+# The image is rebuilt when a file it is made from changes (image/build: the list and the recipe).
+IMAGE_INPUTS := $(shell git ls-files appliance provisioning image hardware pyproject.toml 2>/dev/null)
+
+.PHONY: help deps venv run test lint bench models image vm clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,7 +48,16 @@ venv: $(VENV)/.installed ## create .venv with the project and its test tools
 run: deps venv ## run the appliance here (a software TPM under .state when there is no /dev/tpmrm0)
 	$(VENV)/bin/appliance --state-dir $(STATE_DIR) run
 
-test: deps venv ## the whole suite: ruff, mypy --strict, and the tests on real swtpm instances
+$(IMAGE): $(IMAGE_INPUTS)
+	@$(MAKE) --no-print-directory deps venv
+	$(SUDO) image/build
+
+image: deps venv $(IMAGE) ## build the bootable UEFI disk image (build/image/appliance.img)
+
+vm: image ## boot the image under QEMU: the console on this terminal, the API on 127.0.0.1:8443
+	image/vm.py
+
+test: deps venv image ## the whole suite: ruff, mypy --strict, tests on real swtpm instances, the QEMU boot test
 	$(VENV)/bin/pytest
 
 bench: deps venv ## benchmarks (print tables and name: value lines)

@@ -43,6 +43,8 @@ PUBLIC: Mapping[str, str] = {
     "users bootstrap-admin": "works only while the box has no account (provisioning)",
     "console": "the console authenticates its user itself (login screen, idle logoff, audited)",
     "hardware": "diagnosis of the devices, TPM, memory and disk against the box profiles; no PHI",
+    "provision seed": "applies only what an unprovisioned box lacks (no admin, no vendor root), "
+    "like the first-boot wizard; a token arrives only as a hash; audited",
     "update scan": "run by the service udev starts for a USB stick; a bundle is authorised by the "
     "vendor's signatures and the TPM floor, not by who plugged the stick in; audited",
 }
@@ -64,6 +66,14 @@ def cmd_console(args: argparse.Namespace, rt: Runtime, who: Principal | None) ->
     from appliance.console import create_app, from_runtime
 
     create_app(from_runtime(rt)).run()
+    return 0
+
+
+def cmd_provision_seed(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    from appliance.provision import apply_seed, read_seed
+
+    done = apply_seed(rt, read_seed(Path(args.seed)))
+    print("\n".join(done) if done else "nothing to do: the box already has what the seed sets")
     return 0
 
 
@@ -93,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     hw.set_defaults(func=cmd_hardware, entry="hardware")
     con = sub.add_parser("console", help="the technician's console: login, health dashboard")
     con.set_defaults(func=cmd_console, entry="console")
+    prov = sub.add_parser("provision", help="unattended provisioning (factory, lab, boot test)")
+    psub = prov.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
+    seed = psub.add_parser(
+        "seed",
+        help="apply a provisioning seed (see appliance/provision.py)",
+        description="Apply what a seed sets and the box lacks: first admin, vendor root, "
+        "service tokens (as hashes). Running it again changes nothing.",
+    )
+    seed.add_argument("seed", help="the seed JSON file")
+    seed.set_defaults(func=cmd_provision_seed, entry="provision seed")
     return p
 
 
@@ -146,7 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config,
             overrides={"state_dir": args.state_dir, "tcti": args.tcti, "pcrs": args.pcrs},
         )
-        setup_logging("DEBUG" if args.verbose else config.log_level, stderr=args.command != "run")
+        setup_logging(
+            "DEBUG" if args.verbose else config.log_level,
+            stderr=args.command not in ("run", "console"),
+        )
+        if args.command == "console":
+            from appliance.console.locked import LockedConsole, locked_reason
+
+            if (reason := locked_reason()) is not None:
+                # The state cannot be opened: no runtime, only the recovery path.
+                LockedConsole(reason, config.box_id).run()
+                return 0
         return dispatch(args, config)
     except ApplianceError as exc:
         print(f"appliance: error: {exc.message}", file=sys.stderr)

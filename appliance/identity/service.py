@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -323,6 +324,42 @@ class IdentityService:
             outcome=Outcome.SUCCESS, detail={"account": username, "token": issued.token_id},
         )  # fmt: skip
         return issued
+
+    def enroll_service_token(
+        self, username: str, token_id: str, secret_sha256: str, actor: str = "provisioning"
+    ) -> None:
+        """Store a service token minted off the box (a factory seed): only its hash arrives.
+
+        The account is created as a service account if it does not exist. The token then
+        authenticates as ``apl_<token_id>_<secret>`` like any other, until it expires or is
+        revoked.
+        """
+        if not re.fullmatch(r"[0-9a-f]{12}", token_id) or not re.fullmatch(
+            r"[0-9a-f]{64}", secret_sha256
+        ):
+            raise AccountError(
+                "a seeded token needs a 12-hex-digit id and the SHA-256 (hex) of its secret.",
+                "Make the seed with `appliance-vendor` or see appliance/provision.py.",
+            )
+        account = self.store.account(username)
+        if account is None:
+            self._create(username, Role.SERVICE, None, actor=actor)
+        elif account.role is not Role.SERVICE:
+            raise AccountError(f"'{username}' is not a service account.", "See `users list`.")
+        if self.store.token(token_id) is not None:
+            return  # applied before (the seed runs again after a restart): nothing to do
+        now = self.clock()
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO tokens (id, token_hash, username, kind, issued, expires, "
+                "idle_timeout, last_used) VALUES (?,?,?,?,?,?,?,?)",
+                (token_id, secret_sha256, username, "service", now,
+                 now + self.policy.service_token_s, 0.0, now),
+            )  # fmt: skip
+            self.audit.append(
+                AuditEvent.TOKEN_ISSUED, actor=actor, outcome=Outcome.SUCCESS,
+                detail={"account": username, "token": token_id, "how": "seed"},
+            )  # fmt: skip
 
     def revoke(self, by: Principal, token_id: str) -> None:
         require(by, Permission.USER_MANAGE, "revoke tokens")
