@@ -32,7 +32,7 @@ import openvino.opset13 as ops  # type: ignore[import-untyped,unused-ignore]
 
 from appliance.inference.engine import compile, load_model, run_cases
 from appliance.updates.validate import CASES_FILE, LABELS, auc
-from provisioning.testmodel import npz_bytes
+from provisioning.testmodel import manifest_doc, npz_bytes
 
 NAME, VERSION = "breast-cancer-risk", "1.0.0"
 SEED = 20170
@@ -235,24 +235,6 @@ def measure(p: F64, y: I64, reference: F64) -> Metrics:
     )  # fmt: skip
 
 
-def manifest_doc(expected: float) -> dict[str, Any]:
-    return {
-        "manifest_version": 1,
-        "name": NAME,
-        "version": VERSION,
-        "task": "risk-tabular",
-        "inputs": [{"name": INPUT, "shape": [-1, FEATURES], "dtype": "f32"}],
-        "outputs": [{"name": OUTPUT, "shape": [-1, 1], "dtype": "f32"}],
-        "compatibility": {"min_openvino": "2024.0", "devices": ["CPU", "GPU", "NPU"]},
-        "reference": {
-            "files": [CASES_FILE],
-            "metric": "auc",
-            "expected": expected,
-            "tolerance": TOLERANCE,
-        },
-    }
-
-
 def sha256sums(folder: Path, names: Sequence[str]) -> str:
     """``sha256sum``-format lines (``sha256sum -c SHA256SUMS`` checks them), sorted by name."""
     lines = [f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}" for n in sorted(names)]
@@ -300,7 +282,8 @@ def build(out: Path, core: ov.Core | None = None) -> Built:
         if m.parity > PARITY_LIMIT:
             raise AssertionError(f"{runtime} differs from scikit-learn by {m.parity:.3g}")
     expected = math.floor(built.openvino.auc * 1000) / 1000
-    doc = json.dumps(manifest_doc(expected), indent=2) + "\n"
+    manifest = manifest_doc(NAME, VERSION, expected, features=FEATURES, tolerance=TOLERANCE)
+    doc = json.dumps(manifest, indent=2) + "\n"
     (out / "manifest.json").write_text(doc, encoding="utf-8")
     (out / "CARD.md").write_text(card_text(built), encoding="utf-8")
     (out / "SHA256SUMS").write_text(sha256sums(out, BUILT_FILES), encoding="utf-8")
