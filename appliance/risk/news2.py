@@ -271,13 +271,17 @@ def _whole(name: str, value: Any) -> Any:
 def _check_number(name: str, value: object, limits: Limits) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise VitalSignsError(f"{name} must be a number of {limits.unit}, not {value!r}.", _HINT)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
     if not math.isfinite(number) or not limits.low <= number <= limits.high:
         hint = _HINT
         if name == "temperature" and 77 <= number <= 113:  # noqa: PLR2004  (25-45 C in F)
             hint = f"{number:g} looks like degrees Fahrenheit; send degrees Celsius. {_HINT}"
+        shown = value if math.isfinite(number) else f"{number:g}"  # no 5000-digit messages
         raise VitalSignsError(
-            f"{name} {value} {limits.unit} is outside {limits.low:g}-{limits.high:g} "
+            f"{name} {shown} {limits.unit} is outside {limits.low:g}-{limits.high:g} "
             f"{limits.unit}: it cannot be a real observation (a typo or a wrong unit?).",
             hint,
         )

@@ -12,6 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appliance.risk.news2 import (
     ClinicalRisk,
@@ -220,6 +222,7 @@ def test_missing_vitals_are_named_and_nothing_is_scored() -> None:
         ({"systolic_bp": -5}, "systolic_bp -5 mmHg is outside"),
         ({"temperature": 98.6}, "temperature 98.6 degrees C is outside 25-45"),
         ({"temperature": math.nan}, "temperature nan"),
+        ({"pulse": 10**5000}, "pulse inf beats/min is outside"),
         ({"pulse": 72.5}, "pulse 72.5 beats/min is not a whole number"),
         ({"pulse": "72"}, "pulse must be a number"),
         ({"pulse": True}, "pulse must be a number"),
@@ -249,3 +252,25 @@ def test_score_all_names_the_bad_observation_set() -> None:
     assert [s.total for s in score_all([BODY, BODY | {"pulse": 140}])] == [0, 3]
     with pytest.raises(VitalSignsError, match=r"observations\[1\]: pulse 900"):
         score_all([BODY, BODY | {"pulse": 900}])
+
+
+@given(
+    rr=st.integers(1, 80), spo2=st.integers(50, 100), oxygen=st.booleans(),
+    sbp=st.integers(40, 300), pulse=st.integers(20, 300),
+    level=st.sampled_from(list(Consciousness)), temp=st.floats(25.0, 45.0),
+    scale=st.sampled_from(list(SpO2Scale)),
+)  # fmt: skip
+def test_any_plausible_vitals_score_consistently(
+    rr: int, spo2: int, oxygen: bool, sbp: int, pulse: int, level: Consciousness, temp: float,
+    scale: SpO2Scale,
+) -> None:  # fmt: skip
+    result = score(Vitals(rr, spo2, oxygen, sbp, pulse, level, temp, scale))
+    assert result.total == sum(result.points.values()) and 0 <= result.total <= 20
+    assert set(result.points.values()) <= {0, 1, 2, 3}
+    assert result.red_score == (3 in result.points.values())
+    if result.total >= 7:
+        assert result.risk is ClinicalRisk.HIGH
+    elif result.total >= 5:
+        assert result.risk is ClinicalRisk.MEDIUM
+    else:
+        assert result.risk is (ClinicalRisk.LOW_MEDIUM if result.red_score else ClinicalRisk.LOW)

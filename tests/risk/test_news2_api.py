@@ -4,8 +4,12 @@ scores with provenance, durable and audited; bad vitals refused with a 400 that 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import appliance.risk.news2 as news2_module
 from appliance.audit.records import AuditEvent, hash_subject
@@ -74,3 +78,30 @@ def test_news2_needs_a_token_and_the_infer_permission(served: Served) -> None:
     with served.client(Role.AUDITOR) as http:
         answer = http.post(ROUTE, json={"observations": [NORMAL]})
         assert answer.status_code == 403 and "may not call" in answer.json()["error"]
+
+
+VALUE = (st.integers(min_value=-(10**30), max_value=10**30) | st.floats() | st.booleans()
+         | st.text(max_size=8) | st.none())  # fmt: skip
+FIELD = {
+    "respiration_rate": VALUE | st.integers(0, 90), "spo2": VALUE | st.integers(40, 110),
+    "spo2_scale": VALUE | st.sampled_from([1, 2]), "on_oxygen": VALUE,
+    "systolic_bp": VALUE | st.integers(30, 320), "pulse": VALUE | st.floats(10, 320),
+    "consciousness": VALUE | st.sampled_from(["alert", "voice", "pain", "Alert", ""]),
+    "temperature": VALUE | st.floats(20, 120), "other": VALUE,
+}  # fmt: skip
+OBSERVATION = st.fixed_dictionaries({}, optional=FIELD)
+BODY = st.fixed_dictionaries(
+    {"observations": st.lists(OBSERVATION, max_size=3)}, optional={"subject_id": VALUE}
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(body=BODY)
+def test_fuzzed_vitals_never_get_a_500(served: Served, body: dict[str, Any]) -> None:
+    with served.client() as http:
+        data = json.dumps(body, allow_nan=True).encode()
+        answer = http.post(ROUTE, content=data, headers={"Content-Type": "application/json"})
+        assert answer.status_code in (200, 400), (body, answer.text)
+        if answer.status_code == 400:
+            assert answer.json()["error"] and answer.json()["hint"]
