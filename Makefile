@@ -67,8 +67,9 @@ bench: deps venv ## benchmarks (print tables and name: value lines)
 	$(PY) bench/update.py
 	$(PY) bench/inference.py
 
-models: deps venv ## rebuild every reference model from its recipe (deterministic: git diff shows any change)
+models: deps venv ## rebuild every reference model (deterministic: git diff shows any change), then sign dev bundles into build/bundles
 	@for b in models/*/build.py; do echo "models: $$b"; $(PY) $$b || exit 1; done
+	$(PY) -m provisioning.devbundles --models models --vendor $(STATE_DIR)/vendor --out build/bundles
 
 clean: ## remove the venv and local state (the wheel cache stays)
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -146,8 +146,42 @@ def risk_demo() -> BundledModel:
     )  # fmt: skip
 
 
+def breast_cancer_risk() -> BundledModel:
+    """models/breast-cancer-risk as committed: features [-1, 30] f32 -> risk [-1, 1]; its
+    model.onnx holds the same f32 weights (onnxruntime), and scikit-learn is the trained model."""
+    from provisioning import riskmodel as rm
+
+    committed = Path(__file__).resolve().parent.parent / "models" / rm.NAME
+
+    def build(folder: Path) -> Path:
+        shutil.copytree(committed, folder)
+        return folder
+
+    def example(n: int) -> Array:
+        with np.load(committed / "reference" / "cases.npz", allow_pickle=False) as npz:
+            held_out = npz[rm.INPUT]
+        return np.ascontiguousarray(np.resize(held_out, (n, rm.FEATURES)))
+
+    def peers(threads: int) -> list[Contender]:
+        onnx = onnxruntime_contender(lambda: (committed / "model.onnx").read_bytes(), rm.INPUT,
+                                     rm.OUTPUT, threads=threads)  # fmt: skip
+        try:
+            fitted = rm.fit(rm.load_split())
+        except ModuleNotFoundError as exc:
+            return [onnx, Contender("scikit-learn predict_proba (f64)", None, f"{exc.name}: "
+                                    "not installed, skipped")]  # fmt: skip
+        return [onnx, Contender("scikit-learn predict_proba (f64)", fitted.predict, "the "
+                                "trained pipeline, parameters rounded to f32")]  # fmt: skip
+
+    return BundledModel(
+        rm.NAME, rm.INPUT, rm.OUTPUT, 4 * rm.FEATURES + 1 + 4,
+        f"Sub+Div {rm.FEATURES} each, MatMul 2x{rm.FEATURES} + bias 1 + sigmoid ~4", build,
+        example, peers,
+    )  # fmt: skip
+
+
 def bundled_models() -> list[BundledModel]:
-    return [risk_demo()]
+    return [risk_demo(), breast_cancer_risk()]
 
 
 @dataclass(frozen=True)

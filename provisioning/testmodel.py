@@ -142,21 +142,24 @@ def _rename_saved(xml: Path) -> None:
     del model  # before the core that read it (OpenVINO aborts at exit otherwise)
 
 
-def manifest_doc(name: str, version: str, expected: float) -> dict[str, Any]:
-    """The manifest of a risk model (see appliance/updates/manifest.py)."""
+def manifest_doc(
+    name: str, version: str, expected: float, *, features: int = FEATURES,
+    tolerance: float = TOLERANCE,
+) -> dict[str, Any]:  # fmt: skip
+    """The manifest of a tabular risk model (see appliance/updates/manifest.py)."""
     return {
         "manifest_version": 1,
         "name": name,
         "version": version,
         "task": "risk-tabular",
-        "inputs": [{"name": "features", "shape": [-1, FEATURES], "dtype": "f32"}],
+        "inputs": [{"name": "features", "shape": [-1, features], "dtype": "f32"}],
         "outputs": [{"name": "risk", "shape": [-1, 1], "dtype": "f32"}],
         "compatibility": {"min_openvino": "2024.0", "devices": ["CPU", "GPU", "NPU"]},
         "reference": {
             "files": [CASES_FILE],
             "metric": "auc",
             "expected": expected,
-            "tolerance": TOLERANCE,
+            "tolerance": tolerance,
         },
     }
 

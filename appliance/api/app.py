@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appliance.api.deps import ApiServices
 from appliance.api.results import ResultNotFoundError
-from appliance.api.routes import results, tasks, v2
+from appliance.api.routes import news2, results, tasks, v2
 from appliance.api.routes.tasks import NoModelForTaskError
 from appliance.api.tensors import InputError
 from appliance.errors import (
@@ -133,6 +133,7 @@ def create_app(
     app.state.services = services
     app.include_router(v2.router)
     app.include_router(tasks.router)
+    app.include_router(news2.router)
     app.include_router(results.router)
 
     @app.exception_handler(ApplianceError)

@@ -74,12 +74,22 @@ def record(
     subject: str | None, inputs_sha256: str, outputs: Any,
 ) -> None:  # fmt: skip
     """Audit the PHI request, then store the result durably: both before the answer leaves."""
+    record_result(svc, who, f"{model.manifest.name} {model.manifest.version}",
+                  model.provenance.as_dict(), request_id=request_id, route=route, subject=subject,
+                  inputs_sha256=inputs_sha256, outputs=outputs)  # fmt: skip
+
+
+def record_result(
+    svc: ApiServices, who: Principal, model: str, provenance: Mapping[str, str], *,
+    request_id: str, route: str, subject: str | None, inputs_sha256: str, outputs: Any,
+) -> None:  # fmt: skip
+    """:func:`record` for any scorer, served model or built-in (NEWS2): ``model`` names it."""
     svc.audit.append(
         AuditEvent.INFERENCE, actor=who.username, role=who.role.value, outcome=Outcome.SUCCESS,
-        subject=subject, model=f"{model.manifest.name} {model.manifest.version}",
+        subject=subject, model=model,
         detail={"request_id": request_id, "route": route}, flagged=who.break_glass,
     )  # fmt: skip
     svc.results.put(
-        request_id, actor=who.username, route=route, provenance=model.provenance.as_dict(),
+        request_id, actor=who.username, route=route, provenance=provenance,
         inputs_sha256=inputs_sha256, outputs=outputs,
     )  # fmt: skip

@@ -117,6 +117,7 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "api:GET /v2/models/{name}/ready": P.HEALTH_READ,
     "api:POST /v2/models/{name}/infer": P.INFER,
     "api:POST /v1/tasks/risk-score": P.INFER,
+    "api:POST /v1/tasks/risk-score/news2": P.INFER,
     "api:POST /v1/tasks/notes": P.INFER,
     "api:POST /v1/tasks/studies": P.INFER,
     "api:GET /v1/results/{request_id}": P.RESULTS_READ,

@@ -19,6 +19,9 @@ REQUESTS: dict[str, tuple[str, str, object]] = {
     "api:POST /v2/models/{name}/infer": ("POST", "/v2/models/risk-demo/infer", v2_body(FEATURES)),
     "api:POST /v1/tasks/risk-score": ("POST", "/v1/tasks/risk-score",
                                       {"features": FEATURES.tolist()}),
+    "api:POST /v1/tasks/risk-score/news2": ("POST", "/v1/tasks/risk-score/news2", {"observations": [
+        {"respiration_rate": 16, "spo2": 97, "on_oxygen": False, "systolic_bp": 120, "pulse": 70,
+         "consciousness": "alert", "temperature": 37.0}]}),
     "api:POST /v1/tasks/notes": ("POST", "/v1/tasks/notes", {"text": "seen today"}),
     "api:POST /v1/tasks/studies": ("POST", "/v1/tasks/studies", {"study_instance_uid": "1.2.3"}),
     "api:GET /v1/results/{request_id}": ("GET", "/v1/results/unknown", None),

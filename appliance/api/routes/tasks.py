@@ -37,6 +37,7 @@ class Strict(BaseModel):
 class RiskScoreRequest(Strict):
     subject_id: str | None = Field(None, max_length=128, description="patient or encounter id")
     features: list[list[float]] = Field(..., min_length=1, max_length=10_000)
+    model: str | None = Field(None, max_length=64, description="which risk model, if several")
 
 
 class NotesRequest(Strict):
@@ -54,19 +55,19 @@ class TaskResult(BaseModel):
     result: dict[str, Any]
 
 
-def _model_for(svc: ApiServices, task: Task) -> ServedModel:
+def _model_for(svc: ApiServices, task: Task, name: str | None = None) -> ServedModel:
     for model in svc.registry.all():
-        if model.manifest.task is task:
+        if model.manifest.task is task and name in (None, model.manifest.name):
             return model
     raise NoModelForTaskError(
-        f"no installed model performs the task '{task}'.",
+        f"no installed model{f' named {name!r}' if name else ''} performs the task '{task}'.",
         "Install the vendor's bundle for it (`appliance update install`).",
     )
 
 
 def _risk(svc: ApiServices, headers: dict[str, str], body: RiskScoreRequest) -> TaskResult:
     who = authorise(svc, headers, "api:POST /v1/tasks/risk-score")
-    model = _model_for(svc, Task.RISK_TABULAR)
+    model = _model_for(svc, Task.RISK_TABULAR, body.model)
     spec = model.manifest.inputs[0]
     width = spec.shape[-1]
     if any(len(row) != width for row in body.features):
