@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,14 @@ from appliance.notes.context import ConText
 from appliance.notes.recognizers import recognize
 from appliance.notes.tokens import FEATURES, Token, features, tokenize
 from appliance.notes.types import CLASSES, Mention, PhiSpan, PhiType
+
+
+class _Located(Protocol):
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+
 
 Infer = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float32]]  # ids (n, F) -> probs (n, C)
 CHUNK = 2048  # tokens per inference call: bounds the (tokens, features, embedding) intermediate
@@ -88,7 +96,9 @@ class NotesPipeline:
     def process(self, text: str) -> NotesResult:
         tokens = tokenize(text)
         spans = self.phi_spans(text, tokens) if tokens else []
-        mentions = [m for m in self._context.mentions(text) if not _overlaps(m, spans)]
+        found = self._context.mentions(text)
+        hit = phi_token_mask(found, spans)  # a mention inside PHI is PHI, not a mention
+        mentions = [m for m, phi in zip(found, hit, strict=True) if not phi]
         return NotesResult(redact(text, spans), tuple(spans), tuple(mentions))
 
 
@@ -102,8 +112,9 @@ def redact(text: str, spans: Sequence[PhiSpan]) -> str:
     return "".join(out)
 
 
-def phi_token_mask(tokens: Sequence[Token], spans: Sequence[PhiSpan]) -> npt.NDArray[np.bool_]:
-    """For each token, whether a span overlaps it (how PHI is counted token by token)."""
+def phi_token_mask(tokens: Sequence[_Located], spans: Sequence[PhiSpan]) -> npt.NDArray[np.bool_]:
+    """For each token (or anything with start and end), whether one of the sorted, disjoint
+    ``spans`` overlaps it (how PHI is counted token by token)."""
     starts = np.array([s.start for s in spans], dtype=np.int64)
     ends = np.array([s.end for s in spans], dtype=np.int64)
     mask = np.zeros(len(tokens), dtype=bool)
@@ -161,7 +172,3 @@ def _merge(
                 continue
         spans.append(PhiSpan(start, end, label))
     return spans
-
-
-def _overlaps(m: Mention, spans: Sequence[PhiSpan]) -> bool:
-    return any(s.start < m.end and m.start < s.end for s in spans)
