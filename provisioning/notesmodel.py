@@ -3,8 +3,11 @@
 The tagger reads a token's hashed feature ids (``appliance/notes/tokens.py``) and answers the
 probability of each class of ``appliance.notes.types.CLASSES``::
 
-    features [-1, F] i64 -> Gather(embedding [B, D]) -> ReduceSum over F -> + b1 -> ReLU
+    features [-1, F] i64 -> embedding bag (sum of F rows of [B, D]) -> + b1 -> ReLU
       -> MatMul [D, H] + b2 -> ReLU -> MatMul [H, C] + b3 -> Softmax -> tags [-1, C]
+
+The OpenVINO graph does the bag with EmbeddingBagPackedSum (one kernel, about twice as fast as
+Gather + ReduceSum on this CPU); ONNX has no such op, so model.onnx spells it Gather + ReduceSum.
 
 It is trained here with plain numpy (hand-written gradients, Adam, a fixed seed, one BLAS thread)
 rather than torch: the model is small, the build stays a few minutes on 2 cores without a 700 MB
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import openvino as ov  # type: ignore[import-untyped,unused-ignore]
+import openvino.opset3 as ops3  # type: ignore[import-untyped,unused-ignore]
 import openvino.opset13 as ops  # type: ignore[import-untyped,unused-ignore]
 
 from appliance.notes.pipeline import phi_token_mask
@@ -144,10 +148,7 @@ def openvino_model(w: Weights, name: str) -> ov.Model:
     """The tagger as an OpenVINO graph, every node named (no process counters in the IR)."""
     x = ops.parameter([-1, FEATURES], ov.Type.i64, name=INPUT)
     table = ops.constant(w.embedding, name="embedding")
-    axis0 = ops.constant(np.array(0, dtype=np.int64), name="gather_axis")
-    rows = ops.gather(table, x, axis0, name="rows")
-    axis1 = ops.constant(np.array([1], dtype=np.int64), name="sum_axis")
-    summed = ops.reduce_sum(rows, axis1, False, name="bag")
+    summed = ops3.embedding_bag_packed_sum(table, x, name="bag")
     h1 = ops.relu(ops.add(summed, ops.constant(w.b1, name="b1"), name="z1"), name="h1")
     z2 = ops.matmul(h1, ops.constant(w.w2, name="w2"), False, False, name="m2")
     h2 = ops.relu(ops.add(z2, ops.constant(w.b2, name="b2"), name="z2"), name="h2")

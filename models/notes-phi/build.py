@@ -58,7 +58,8 @@ def manifest(expected: float) -> dict[str, object]:
         "task": "notes-phi",
         "inputs": [{"name": nm.INPUT, "shape": [-1, FEATURES], "dtype": "i64"}],
         "outputs": [{"name": nm.OUTPUT, "shape": [-1, len(CLASSES)], "dtype": "f32"}],
-        "compatibility": {"min_openvino": "2024.0", "devices": ["CPU", "GPU", "NPU"]},
+        # Not NPU: the token axis is dynamic and the NPU compiles static shapes only.
+        "compatibility": {"min_openvino": "2024.0", "devices": ["CPU", "GPU"]},
         "reference": {
             "files": [CASES_FILE],
             "metric": "f1",

@@ -24,7 +24,8 @@ original note.
   lower case (numbers only by their shape), its shape, prefixes and suffixes, the key of its
   `Key: value` line, words and shapes of three neighbours on each side and a few pairs. No
   vocabulary file: the box computes the same ids (`appliance/notes/tokens.py`). Graph:
-  Gather + ReduceSum (embedding bag, {embed} dims) -> ReLU -> 64 ReLU -> 7-way softmax
+  EmbeddingBagPackedSum ({embed} dims; Gather + ReduceSum in the ONNX file) -> ReLU -> 64 ReLU ->
+  7-way softmax
   (`not PHI`, NAME, DATE, LOCATION, CONTACT, ID, ORGANIZATION). A token is PHI when the six PHI
   classes together reach probability 0.3.
 * **Recognizers** (`appliance/notes/recognizers.py`): dates with a year or a month name, North
@@ -92,6 +93,8 @@ probability.
 * Capitalised words at the start of a line before a name ("Taken by ...", "Caller ...") and
   department words after a facility ("... Hospital Radiology") are the most frequent false hits.
 * Only North American phone formats, US addresses and English text were generated.
+* Runs on CPU and GPU; not on the NPU (the token axis is dynamic, the NPU compiles static
+  shapes only; a fixed-size, padded variant would be needed).
 * Ages are not removed (HIPAA counts ages over 89 as PHI: not handled).
 * Mentions outside the lexicon are not found; misspellings are not found; ConText flags
   experiencer (family history) and uncertainty are not reported.
