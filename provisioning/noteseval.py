@@ -17,7 +17,7 @@ from typing import Any
 
 from appliance.notes.pipeline import NotesPipeline, phi_token_mask
 from appliance.notes.tokens import tokenize
-from appliance.notes.types import Mention
+from appliance.notes.types import Mention, PhiType
 from provisioning.notesdata import SynthNote
 
 
@@ -48,6 +48,7 @@ class Counts:
 @dataclass
 class Report:
     phi: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
+    by_type: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
     mentions_true: int = 0
     mentions_found: int = 0
     mentions_matched: int = 0
@@ -90,6 +91,11 @@ def evaluate(pipeline: NotesPipeline, notes: Iterable[SynthNote]) -> Report:
         counts = report.phi[note.family]
         counts.add(Counts(int(truth.sum()), int(predicted.sum()), int((truth & predicted).sum()),
                           len(tokens)))  # fmt: skip
+        for kind in PhiType:
+            of_kind = phi_token_mask(tokens, [s for s in note.phi if s.type is kind])
+            by_type = report.by_type[kind.value]
+            by_type.truth += int(of_kind.sum())
+            by_type.hit += int((of_kind & predicted).sum())
         _mentions(report, note, result.mentions)
     return report
 
@@ -132,6 +138,10 @@ def metrics_doc(report: Report, families: Sequence[str], notes: int, seed: int) 
             "recall": round(total.recall, 4),
             "precision": round(total.precision, 4),
         },  # fmt: skip
+        "phi_recall_by_type": {
+            kind: {"phi_tokens": c.truth, "recall": round(c.recall, 4)}
+            for kind, c in sorted(report.by_type.items())
+        },
         "clinical": {
             "mentions": report.mentions_true,
             "mention_recall": round(report.mention_recall, 4),

@@ -4,7 +4,9 @@ Dates (numeric with a year, ISO, month names), phone and fax numbers (North Amer
 security numbers, medical record and account numbers after their label, e-mail addresses, URLs,
 street addresses and ZIP codes after a state. Each is a regular expression with its PHI type;
 they run on the whole note and their spans are merged with the tagger's (``pipeline.py``). They
-are written to miss little: a false hit costs a redacted word, a miss leaks PHI.
+are written to miss little: a false hit costs a redacted word, a miss leaks PHI. Every repetition
+that can follow a failed start is bounded, so no note makes a rule take quadratic time (a 1 MB
+note of "A.A.A..." once took hours; tests/notes/test_recognizers.py sends such notes).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ RULES: tuple[tuple[PhiType, re.Pattern[str]], ...] = (
         ),
     ),
     (PhiType.CONTACT, re.compile(r"(?<![\w-])\d{10}(?![\w-])")),
-    (PhiType.CONTACT, re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
+    (PhiType.CONTACT, re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}\b")),
     (PhiType.CONTACT, re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.I)),
     (PhiType.ID, re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")),
     (
@@ -74,13 +76,14 @@ RULES: tuple[tuple[PhiType, re.Pattern[str]], ...] = (
     (
         PhiType.ORGANIZATION,
         re.compile(
-            rf"(?:\b[A-Z][\w'.-]*[ \t]+){{1,3}}(?:{_FACILITY})\b(?:[ \t]+(?:{_FACILITY})\b)?"
+            rf"(?:\b[A-Z][\w'.-]{{0,30}}[ \t]+){{1,3}}(?:{_FACILITY})\b(?:[ \t]+(?:{_FACILITY})\b)?"
         ),
     ),
     (
         PhiType.ORGANIZATION,
         re.compile(
-            r"\b[A-Z][a-z]+(?:[,-][ \t]*[A-Z][a-z]+)*(?:,?[ \t]+(?:and|&)[ \t]+[A-Z][a-z]+)?"
+            r"\b[A-Z][a-z]+(?:[,-][ \t]{0,3}[A-Z][a-z]+){0,3}"
+            r"(?:,?[ \t]+(?:and|&)[ \t]+[A-Z][a-z]+)?"
             r",?[ \t]+(?:LLC|PLC|Inc|Ltd|Group|and Sons|PC|LLP|Corp|Co)\b\.?"
         ),
     ),

@@ -59,6 +59,12 @@ true PHI. Goal: recall >= 0.99 and precision >= 0.90.
 |---|---:|---:|---:|---:|
 {phi_rows}
 
+Recall by PHI type, all held-out families together:
+
+| PHI type | PHI tokens | recall |
+|---|---:|---:|
+{type_rows}
+
 Clinical mentions ({mentions} true mentions): detection recall {mention_recall}, precision
 {mention_precision}; all three modifiers right on {modifier_accuracy} of the mentions found;
 negated mentions marked negated: {negation_recall}. These are high by construction: the
@@ -121,6 +127,8 @@ def write_card(
         features=FEATURES, buckets=f"{buckets:,}", embed=EMBED, train_tokens=f"{train_tokens:,}",
         train_families=len(TRAIN), held_out=", ".join(f"`{f}`" for f in HELD_OUT),
         notes=metrics["notes"], phi_rows="\n".join(rows),
+        type_rows="\n".join(f"| {k} | {c['phi_tokens']} | {c['recall']:.4f} |"
+                             for k, c in metrics["phi_recall_by_type"].items()),
         mentions=clinical["mentions"], mention_recall=clinical["mention_recall"],
         mention_precision=clinical["mention_precision"],
         modifier_accuracy=clinical["modifier_accuracy"],

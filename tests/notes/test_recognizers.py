@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from appliance.notes.context import ConText
 from appliance.notes.recognizers import recognize
 from appliance.notes.types import PhiType
 
@@ -55,3 +56,12 @@ def test_clinical_text_is_not_phi(text: str) -> None:
 
 def test_a_record_number_keeps_its_label() -> None:
     assert found("MRN 12345678") == {("12345678", PhiType.ID)}
+
+
+@pytest.mark.timeout(300)  # quadratic rules took hours on these; linear ones take about a second
+@pytest.mark.parametrize("unit", ["A.", "a.", "a-", "Ab-", "a@", "1,", "Ab ", "1 Ab ", "x"])
+def test_a_megabyte_of_adversarial_text_is_not_a_denial_of_service(unit: str) -> None:
+    """Each rule and the ConText scan stay linear on 1 MB of one repeated pattern."""
+    text = unit * ((1 << 20) // len(unit))
+    recognize(text)
+    ConText().mentions(text)
