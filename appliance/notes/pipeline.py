@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from appliance.errors import ApplianceError
 from appliance.notes.context import ConText
 from appliance.notes.recognizers import recognize
 from appliance.notes.tokens import FEATURES, Token, features, tokenize
@@ -35,6 +36,15 @@ class _Located(Protocol):
 Infer = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float32]]  # ids (n, F) -> probs (n, C)
 CHUNK = 2048  # tokens per inference call: bounds the (tokens, features, embedding) intermediate
 THRESHOLD = 0.3
+# Tokens per note: a clinical note has a few thousand; this bounds a request's memory (tokens and
+# their features take about 400 bytes each) whatever its characters are.
+MAX_TOKENS = 250_000
+
+
+class NoteTooLongError(ApplianceError):
+    """The note has more tokens than one request may carry."""
+
+
 _JOIN = frozenset(" ,.-/()'@:")
 # Words that are never PHI by themselves: titles, credentials and letter formulas around a name.
 # The tagger, which learns names from their neighbours, tends to take these in with the name.
@@ -94,7 +104,14 @@ class NotesPipeline:
         return _merge(text, tokens, labels, ruled)
 
     def process(self, text: str) -> NotesResult:
+        """Redact and extract; raises NoteTooLongError past :data:`MAX_TOKENS` tokens."""
         tokens = tokenize(text)
+        if len(tokens) > MAX_TOKENS:
+            raise NoteTooLongError(
+                f"the note has {len(tokens)} tokens (words, numbers, punctuation marks); "
+                f"one request may carry {MAX_TOKENS}.",
+                "Split the note into parts and send each part on its own.",
+            )
         spans = self.phi_spans(text, tokens) if tokens else []
         found = self._context.mentions(text)
         hit = phi_token_mask(found, spans)  # a mention inside PHI is PHI, not a mention

@@ -100,5 +100,7 @@ def test_bad_notes_requests_get_clear_4xx(notes_served: Served) -> None:
         empty = http.post("/v1/tasks/notes", json={"text": ""})
         extra = http.post("/v1/tasks/notes", json={"text": "x", "html": True})
         blank = http.post("/v1/tasks/notes", json={"text": " \n\t "})
+        dots = http.post("/v1/tasks/notes", json={"text": "." * 300_000})
     assert empty.status_code == 400 and extra.status_code == 400
+    assert dots.status_code == 400 and "Split the note" in dots.json()["hint"]
     assert blank.status_code == 200 and blank.json()["result"]["phi"] == []

@@ -22,6 +22,7 @@ from appliance.api.tensors import InputError
 from appliance.errors import ApplianceError
 from appliance.inference.registry import ServedModel
 from appliance.notes import service as notes_service
+from appliance.notes.pipeline import NoteTooLongError
 from appliance.updates.manifest import Task
 
 router = APIRouter()
@@ -108,7 +109,10 @@ def _notes(svc: ApiServices, headers: dict[str, str], body: NotesRequest) -> Tas
     problem = notes_service.misfit(model.manifest)
     if problem:
         raise NoModelForTaskError(problem, "Install a notes bundle built for this box's release.")
-    result = notes_service.pipeline_for(model).process(body.text).as_dict()
+    try:
+        result = notes_service.pipeline_for(model).process(body.text).as_dict()
+    except NoteTooLongError as exc:
+        raise InputError(exc.message, exc.hint) from exc
     request_id = new_request_id()
     record(svc, who, model, request_id=request_id, route="notes", subject=body.note_id,
            inputs_sha256=inputs_digest(body.text), outputs=result)  # fmt: skip
