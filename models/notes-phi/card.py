@@ -35,7 +35,7 @@ original note.
 * **Merge**: titles and credentials (Dr, MD, RN...) and letter formulas (Dear, Sincerely) are never
   PHI on their own; a name tagged once is tagged wherever the same capitalised word recurs; PHI
   tokens of one type separated by light punctuation become one span.
-* **ConText** (`appliance/notes/context.py`, ADR 0007): lexicon mentions (61 medications, 60
+* **ConText** (`appliance/notes/context.py`, ADR 0007): lexicon mentions ({meds} medications, {dxs}
   diagnoses with their abbreviations) with NegEx/ConText triggers, forward and backward scope,
   termination terms and pseudo-triggers.
 
@@ -115,6 +115,7 @@ def write_card(
     buckets: int,
 ) -> None:
     """Fill the card's prose with the figures and write it to ``path``."""
+    from appliance.notes.lexicon import DIAGNOSES, MEDICATIONS
     from appliance.notes.tokens import FEATURES
     from provisioning.notesmodel import EMBED
     from provisioning.notetemplates import HELD_OUT, TRAIN
@@ -124,6 +125,7 @@ def write_card(
     results, tokens = parity
     clinical = metrics["clinical"]
     text = _PROSE.format(
+        meds=len(MEDICATIONS), dxs=len(DIAGNOSES),
         features=FEATURES, buckets=f"{buckets:,}", embed=EMBED, train_tokens=f"{train_tokens:,}",
         train_families=len(TRAIN), held_out=", ".join(f"`{f}`" for f in HELD_OUT),
         notes=metrics["notes"], phi_rows="\n".join(rows),
