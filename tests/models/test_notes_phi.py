@@ -15,15 +15,14 @@ import openvino as ov
 import pytest
 
 from appliance.notes.pipeline import NotesPipeline
+from appliance.updates.manifest import Manifest, parse_manifest
 from appliance.updates.validate import CASES_FILE, validate
 from provisioning import notesmodel as nm
 from provisioning.notesdata import generate
 from provisioning.noteseval import evaluate, metrics_doc
 from provisioning.notetemplates import HELD_OUT
 
-from .conftest import MODELS, read_folder
-
-FOLDER = MODELS / "notes-phi"
+FOLDER = Path(__file__).resolve().parents[2] / "models" / "notes-phi"
 METRICS = json.loads((FOLDER / "metrics.json").read_text())
 
 
@@ -36,6 +35,16 @@ def core() -> ov.Core:
 def compiled(core: ov.Core) -> ov.CompiledModel:
     model = core.read_model(FOLDER / "model.xml")
     return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def read_folder(folder: Path) -> tuple[Manifest, bytes, bytearray, dict[str, bytes]]:
+    """What the validation gate gets from a bundle: manifest, IR, weights, reference files."""
+    return (
+        parse_manifest((folder / "manifest.json").read_bytes()),
+        (folder / "model.xml").read_bytes(),
+        bytearray((folder / "model.bin").read_bytes()),
+        {CASES_FILE: (folder / CASES_FILE).read_bytes()},
+    )
 
 
 def sums(folder: Path) -> dict[str, str]:
