@@ -22,7 +22,7 @@ import numpy.typing as npt
 from appliance.errors import ApplianceError
 from appliance.notes.context import ConText
 from appliance.notes.recognizers import recognize
-from appliance.notes.tokens import FEATURES, Token, features, tokenize
+from appliance.notes.tokens import Token, features, tokenize
 from appliance.notes.types import CLASSES, Mention, PhiSpan, PhiType
 
 
@@ -87,7 +87,7 @@ class NotesPipeline:
         for at in range(0, len(tokens), CHUNK):
             probs = np.asarray(self._infer(ids[at : at + CHUNK]), dtype=np.float64)
             probs = probs.reshape(-1, len(CLASSES))
-            phi = 1.0 - probs[:, 0] >= self._threshold
+            phi = ~(1.0 - probs[:, 0] < self._threshold)  # NaN fails closed: PHI
             best = probs[:, 1:].argmax(axis=1) + 1
             labels += [CLASSES[b] if p else None for p, b in zip(phi, best, strict=True)]
         return labels
@@ -139,10 +139,6 @@ def phi_token_mask(tokens: Sequence[_Located], spans: Sequence[PhiSpan]) -> npt.
         k = int(np.searchsorted(starts, t.end)) - 1  # the last span starting before the token ends
         mask[i] = k >= 0 and bool(ends[k] > t.start)
     return mask
-
-
-def check_width(width: int) -> bool:
-    return width == FEATURES
 
 
 def _covering(tokens: Sequence[Token], ruled: Sequence[PhiSpan]) -> list[PhiSpan | None]:

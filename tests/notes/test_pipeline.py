@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import openvino as ov
 import pytest
 
@@ -72,3 +73,9 @@ def test_empty_and_blank_notes(pipeline: NotesPipeline) -> None:
         "phi": [],
         "clinical": [],
     }
+
+
+def test_a_tagger_answering_nan_redacts_everything() -> None:
+    """Fail closed: a broken model (NaN) must not let text through as "not PHI"."""
+    broken = NotesPipeline(lambda ids: np.full((len(ids), 7), np.nan, dtype=np.float32))
+    assert broken.process("Seen today").redacted.count("[") == 1  # one span, both words
