@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appliance.notes.pipeline import CHUNK, NotesPipeline, redact
 from appliance.notes.tokens import FEATURES, features, tokenize
@@ -79,3 +81,27 @@ def test_a_tagger_answering_nan_redacts_everything() -> None:
     """Fail closed: a broken model (NaN) must not let text through as "not PHI"."""
     broken = NotesPipeline(lambda ids: np.full((len(ids), 7), np.nan, dtype=np.float32))
     assert broken.process("Seen today").redacted.count("[") == 1  # one span, both words
+
+
+_PIECES = st.sampled_from(
+    ["Dr. ", "Ann Lee", " ", "\n", "MRN: 12345678", "03/14/2021", ", ", "denies chest pain",
+     "(555) 123-4567", "a@b.co", "42 Elm Street", ".", ":", "-", "Hospital", "no ", "é", "\t"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.one_of(st.text(max_size=300), st.lists(_PIECES, max_size=40).map("".join)))
+def test_any_text_gives_sorted_disjoint_spans_inside_the_note(
+    pipeline: NotesPipeline, text: str
+) -> None:
+    result = pipeline.process(text)
+    at = 0
+    for span in result.phi:
+        assert at <= span.start < span.end <= len(text)
+        at = span.end
+    assert redact(text, result.phi) == result.redacted
+    for m in result.mentions:
+        assert 0 <= m.start < m.end <= len(text)
+        assert not any(s.start < m.end and m.start < s.end for s in result.phi)
