@@ -6,7 +6,8 @@ CRC-32 into one of :data:`BUCKETS` rows of the model's embedding table. CRC-32 i
 standard, so the vendor's training run and the box compute the same ids on any machine and Python
 (Python's own ``hash`` is salted per process and would not do).
 
-Tokens are runs of letters, runs of digits, or single other characters, with character offsets
+Tokens are runs of letters (of any script: "José" is one token, so an accent never splits a name
+and leaks a letter), runs of digits, or single other characters, with character offsets
 into the note: an e-mail or a phone number becomes several tokens, which the recognizers and the
 tagger label one by one and the merge joins back into one span.
 """
@@ -24,7 +25,7 @@ import numpy.typing as npt
 
 BUCKETS = 1 << 16  # rows of the embedding table; a power of two so the id is a mask
 WINDOW = 3  # neighbours on each side whose word and shape are features
-_TOKEN = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]")
+_TOKEN = re.compile(r"[^\W\d_]+|\d+|\S")  # letters (any script), digits, one other mark
 _MAX_WORD = 24
 _EDGE = "<edge>"
 _RUN = 4

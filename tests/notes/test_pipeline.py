@@ -105,3 +105,10 @@ def test_any_text_gives_sorted_disjoint_spans_inside_the_note(
     for m in result.mentions:
         assert 0 <= m.start < m.end <= len(text)
         assert not any(s.start < m.end and m.start < s.end for s in result.phi)
+
+
+def test_accented_names_are_whole_tokens(pipeline: NotesPipeline) -> None:
+    assert [t.text for t in tokenize("José Müller-Ñúñez")] == ["José", "Müller", "-", "Ñúñez"]
+    text = "Patient: José Müller  MRN: 88412093"
+    redacted = pipeline.process(text).redacted
+    assert "Jos" not in redacted and "ller" not in redacted, redacted
