@@ -66,6 +66,7 @@ bench: deps venv ## benchmarks (print tables and name: value lines)
 	$(PY) bench/trust.py
 	$(PY) bench/update.py
 	$(PY) bench/inference.py
+	$(PY) bench/notes.py
 
 models: deps venv ## rebuild every reference model (deterministic: git diff shows any change), then sign dev bundles into build/bundles
 	@for b in models/*/build.py; do echo "models: $$b"; $(PY) $$b || exit 1; done

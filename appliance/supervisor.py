@@ -9,9 +9,11 @@ join as they land. It prints what it started and where, tells systemd it is read
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from appliance.config import Config
@@ -23,6 +25,9 @@ from appliance.trust.tpm import open_tpm
 if TYPE_CHECKING:
     from appliance.api.server import ApiServer
 
+# On the box, /run/appliance is made by the image's data-volume script (memory only, group
+# appliance); the console's provisioning wizard shows what is handed here once, then deletes it.
+RECOVERY_HANDOVER = Path("/run/appliance/trust-recovery-code")
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +58,7 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             f"anti-rollback floor {state.floor}; TPM lockout "
             f"{'YES' if state.lockout.in_lockout else 'no'}")  # fmt: skip
         if code:
-            say("first start: keys enrolled. Recovery code, shown ONCE, write it down:")
-            say(f"    {code}")
+            _hand_over_recovery_code(code, out, say)
         runtime = Runtime(config, endpoint)
         api = None
         try:
@@ -75,6 +79,28 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             runtime.close()
     say("stopped")
     return 0
+
+
+def _hand_over_recovery_code(code: str, out: TextIO, say: Callable[[str], None]) -> None:
+    """Show the first start's recovery code once: on the terminal, or (a service, whose output
+    goes to the journal) in a memory-only file that the console's provisioning shows and deletes.
+    """
+    if out.isatty() or not RECOVERY_HANDOVER.parent.is_dir():
+        say("first start: keys enrolled. Recovery code, shown ONCE, write it down:")
+        say(f"    {code}")
+        return
+    try:
+        fd = os.open(RECOVERY_HANDOVER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+        try:
+            os.write(fd, code.encode() + b"\n")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        say(f"first start: keys enrolled; the recovery code could not be handed to the console "
+            f"({exc.strerror}). Run `appliance trust enroll` again after a reset.")  # fmt: skip
+        return
+    say(f"first start: keys enrolled; the recovery code waits in {RECOVERY_HANDOVER} for the "
+        "console's provisioning, which shows it once (never in the journal)")  # fmt: skip
 
 
 def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:

@@ -17,7 +17,9 @@ NumPy ``.npz`` archive of plain arrays (no pickled objects: they are refused) ho
 
 The metric is computed on the manifest's first output. A single value per case is the probability
 of the positive class (thresholded at 0.5; auc uses it as is); two values per case are two class
-scores (argmax; auc ranks by their difference); more are classes, for accuracy only (argmax).
+scores (argmax; auc ranks by their difference); more are classes (argmax): accuracy scores the
+class, and recall, sensitivity, precision and f1 score "any class but 0" against labels that are
+class indices (a token tagger: class 0 is "not PHI", every other class is some kind of PHI).
 Dice is the mean over cases of 2|P∩T| / (|P|+|T|), P = output >= 0.5, and 1 where both are empty.
 
 Bad reference data raises :class:`ValidationError`; a model that cannot be read, compiled or run
@@ -57,6 +59,8 @@ _MAX_DIGITS = 6
 _BINARY = frozenset(
     {Metric.AUC, Metric.F1, Metric.SENSITIVITY, Metric.SPECIFICITY, Metric.PRECISION, Metric.RECALL}
 )
+# On a model with more than two classes these score "any class but 0" (see the module docstring).
+_ANY_CLASS = frozenset({Metric.F1, Metric.SENSITIVITY, Metric.PRECISION, Metric.RECALL})
 _DTYPES = {
     DType.F32: np.float32,
     DType.F16: np.float16,
@@ -163,8 +167,9 @@ def read_reference(manifest: Manifest, reference: Mapping[str, bytes]) -> Refere
         )
     if labels.dtype.kind not in "biuf" or not np.isfinite(labels).all():
         raise ValidationError(f"'{LABELS}' in {CASES_FILE} must be finite numbers.", _HINT)
-    if manifest.reference.metric in _BINARY:
-        _binary_labels(labels, manifest.reference.metric)  # refuse before the model even loads
+    metric, columns = manifest.reference.metric, math.prod(manifest.outputs[0].shape[1:])
+    if metric in _BINARY and not (metric in _ANY_CLASS and columns > _TWO_CLASSES):
+        _binary_labels(labels, metric)  # refuse before the model even loads
     return ReferenceCases(inputs, labels)
 
 
@@ -235,6 +240,13 @@ def compute_metric(metric: Metric, outputs: Array, labels: Array) -> float:
     columns = outputs.reshape(len(outputs), -1).astype(np.float64)
     if metric is Metric.ACCURACY and columns.shape[1] > _TWO_CLASSES:
         return float(np.mean(columns.argmax(axis=1) == _class_labels(labels, columns.shape[1])))
+    if metric in _ANY_CLASS and columns.shape[1] > _TWO_CLASSES:
+        truth = _class_labels(labels, columns.shape[1], metric) != 0
+        if not truth.any():
+            raise ValidationError(
+                f"{metric} is undefined: no reference case has a class above 0.", _HINT
+            )
+        return _from_confusion(metric, columns.argmax(axis=1) != 0, truth)
     if columns.shape[1] not in (1, 2):
         raise ValidationError(
             f"{metric} needs one score or two class scores per case; the model's output has "
@@ -312,11 +324,11 @@ def _binary_labels(labels: Array, metric: Metric) -> Array:
     return truth
 
 
-def _class_labels(labels: Array, classes: int) -> Array:
+def _class_labels(labels: Array, classes: int, metric: Metric = Metric.ACCURACY) -> Array:
     flat = labels.ravel()
     if len(flat) != len(labels) or not np.isin(flat, np.arange(classes)).all():
         raise ValidationError(
-            f"accuracy needs one class index (0..{classes - 1}) per case in '{LABELS}'.", _HINT
+            f"{metric} needs one class index (0..{classes - 1}) per case in '{LABELS}'.", _HINT
         )
     return flat.astype(np.int64)
 

@@ -220,6 +220,26 @@ def test_two_class_outputs_use_argmax_and_the_score_difference() -> None:
     assert compute_metric(Metric.ACCURACY, outputs, labels) == pytest.approx(0.75)
 
 
+def test_recall_precision_f1_on_a_tagger_score_any_class_but_zero() -> None:
+    """A token tagger (class 0 = not PHI): a PHI token tagged with the wrong PHI class counts
+    as found; computed here from a hand-made confusion matrix."""
+    outputs = np.eye(4)[[0, 1, 2, 0, 3, 1]]  # argmax classes 0, 1, 2, 0, 3, 1
+    labels = np.array([0, 2, 2, 1, 0, 1])  # truth: PHI at cases 1, 2, 3, 5
+    # predicted PHI at 1, 2, 4, 5: tp = 3 (1, 2, 5), fp = 1 (4), fn = 1 (3)
+    assert compute_metric(Metric.RECALL, outputs, labels) == pytest.approx(3 / 4)
+    assert compute_metric(Metric.PRECISION, outputs, labels) == pytest.approx(3 / 4)
+    assert compute_metric(Metric.F1, outputs, labels) == pytest.approx(6 / 8)
+    with pytest.raises(ValidationError, match="class index"):
+        compute_metric(Metric.RECALL, outputs, np.array([0, 2, 2, 1, 0, 4]))
+    with pytest.raises(ValidationError, match="no reference case has a class above 0"):
+        compute_metric(Metric.F1, outputs, np.zeros(6))
+
+
+def test_a_tagger_that_calls_nothing_phi_scores_zero_f1() -> None:
+    outputs = np.eye(3)[[0, 0, 0, 0]]
+    assert compute_metric(Metric.F1, outputs, np.array([0, 1, 2, 0])) == 0.0
+
+
 def test_accuracy_on_a_multi_class_output_uses_argmax() -> None:
     outputs = np.array([[0.1, 0.7, 0.2], [0.8, 0.1, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
     assert compute_metric(Metric.ACCURACY, outputs, np.array([1, 0, 2, 1])) == 0.75
@@ -246,7 +266,7 @@ def test_dice_is_the_mean_over_cases_and_one_when_both_are_empty() -> None:
         (Metric.F1, np.ones((3, 1)), np.array([0, 0, 0]), "no positive case"),
         (Metric.SPECIFICITY, np.ones((3, 1)), np.array([1, 1, 1]), "no negative case"),
         (Metric.AUC, np.ones((3, 1)), np.array([0, 1, 2]), "labels of 0 or 1"),
-        (Metric.F1, np.ones((3, 5)), np.array([0, 1, 1]), "one score or two class scores"),
+        (Metric.AUC, np.ones((3, 5)), np.array([0, 1, 1]), "one score or two class scores"),
         (Metric.RECALL, np.ones((3, 1)), np.array([[0, 1], [1, 0], [1, 1]]), "one label per case"),
     ],
 )

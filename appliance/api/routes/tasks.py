@@ -1,5 +1,5 @@
-"""Task routes: risk scores, notes, studies. Schemas and validation here; the note and study
-logic lands with the reference models and the DICOM receiver (until then: 503, saying so)."""
+"""Task routes: risk scores, notes, studies. Schemas and validation here; the note logic is in
+appliance/notes/, the study logic lands with the DICOM receiver (until then: 503, saying so)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from appliance.api.deps import (
 from appliance.api.tensors import InputError
 from appliance.errors import ApplianceError
 from appliance.inference.registry import ServedModel
+from appliance.notes import service as notes_service
+from appliance.notes.pipeline import NoteTooLongError
 from appliance.updates.manifest import Task
 
 router = APIRouter()
@@ -101,10 +103,26 @@ def _pending(svc: ApiServices, headers: dict[str, str], entry: str, task: Task) 
     )
 
 
+def _notes(svc: ApiServices, headers: dict[str, str], body: NotesRequest) -> TaskResult:
+    """Redact PHI and extract mentions; the note's text is never logged or audited, only hashed."""
+    who = authorise(svc, headers, "api:POST /v1/tasks/notes")
+    model = _model_for(svc, Task.NOTES_PHI)
+    problem = notes_service.misfit(model.manifest)
+    if problem:
+        raise NoModelForTaskError(problem, "Install a notes bundle built for this box's release.")
+    try:
+        result = notes_service.pipeline_for(model).process(body.text).as_dict()
+    except NoteTooLongError as exc:
+        raise InputError(exc.message, exc.hint) from exc
+    request_id = new_request_id()
+    record(svc, who, model, request_id=request_id, route="notes", subject=body.note_id,
+           inputs_sha256=inputs_digest(body.text), outputs=result)  # fmt: skip
+    return TaskResult(request_id=request_id, provenance=model.provenance.as_dict(), result=result)
+
+
 @router.post("/v1/tasks/notes")
 async def notes(request: Request, body: NotesRequest) -> TaskResult:
-    args = (services(request), dict(request.headers), "api:POST /v1/tasks/notes", Task.NOTES_PHI)
-    return await run_in_threadpool(_pending, *args)
+    return await run_in_threadpool(_notes, services(request), dict(request.headers), body)
 
 
 @router.post("/v1/tasks/studies")
