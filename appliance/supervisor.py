@@ -22,6 +22,7 @@ from appliance.trust.tpm import open_tpm
 
 if TYPE_CHECKING:
     from appliance.api.server import ApiServer
+    from appliance.dicom.service import DicomService
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             say(f"    {code}")
         runtime = Runtime(config, endpoint)
         api = None
+        dicom = None
         try:
             _report_break_glass(runtime, say)
             say(f"audit trail    {config.audit_dir}")
             api = _start_api(runtime, say)
+            dicom = _start_dicom(runtime, api, say)
             say("ready; press Ctrl-C to stop")
             _notify(f"READY=1\nSTATUS=serving {len(api.services.registry.names())} model(s)")
             log.info("appliance ready")
@@ -68,6 +71,8 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             _notify("STOPPING=1")
             say("stopping")
         finally:
+            if dicom is not None:
+                dicom.stop()
             if api is not None:
                 api.stop()
             # Anchor the tail of the audit log in the TPM so that a later rollback shows.
@@ -101,6 +106,21 @@ def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:
     say(f"site cert      {api.tls.cert if api.tls else 'none'} "
         f"(SHA-256 {api.tls.fingerprint() if api.tls else '-'})")  # fmt: skip
     return api
+
+
+def _start_dicom(runtime: Runtime, api: ApiServer, say: Callable[[str], None]) -> DicomService:
+    from appliance.dicom.analysis import ModelAnalyser
+    from appliance.dicom.service import start_service
+
+    registry = api.services.registry
+    service = start_service(
+        runtime.config,
+        lambda: runtime.audit,
+        analyser_for=lambda model: ModelAnalyser(registry, model),
+        receive=runtime.config.dicom_in_run,
+    )
+    say(f"dicom          {service.describe()}")
+    return service
 
 
 def _report_break_glass(runtime: Runtime, say: Callable[[str], None]) -> None:

@@ -166,6 +166,9 @@ def start_receiver(
     """Start the SCP in background threads; ``port`` 0 picks a free one (tests)."""
     from pynetdicom import AE, evt
 
+    # pynetdicom logs every DIMSE message (UIDs of the patient's study) at DEBUG and INFO: keep
+    # its own loggers to warnings, so that no log line carries a study's identifiers.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     handlers = _Handlers(config, store)
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(VERIFICATION)

@@ -126,7 +126,8 @@ class StudyStore:
         self.db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE): everything inside commits together."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -157,7 +158,7 @@ class StudyStore:
         return path
 
     def _index(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
-        with self._tx():
+        with self.transaction():
             self.db.conn.execute(
                 "INSERT INTO studies (study_uid, key, state, calling_ae, last_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET "
@@ -213,7 +214,7 @@ class StudyStore:
 
     def take_closed(self) -> Study | None:
         """Move one closed study to ANALYSING and return it (None when there is none)."""
-        with self._tx():
+        with self.transaction():
             row = self.db.conn.execute(
                 "SELECT study_uid FROM studies WHERE state = ? ORDER BY last_at LIMIT 1",
                 (StudyState.CLOSED,),
