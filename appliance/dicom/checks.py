@@ -121,13 +121,14 @@ def expected_pixel_bytes(ds: Dataset) -> int:
 
 
 def _check_pixels(ds: Dataset, syntax: UID) -> None:
-    if "PixelData" not in ds:
+    data = ds.get("PixelData")
+    if not data:  # absent, or present with no value (pydicom reads an empty value as None)
         raise _mismatch("no pixel data")
     expected = expected_pixel_bytes(ds)
     if syntax.is_compressed:
         _check_decodable(ds, syntax)
         return
-    actual = len(ds.PixelData)
+    actual = len(data)
     if actual not in (expected, expected + (expected % 2)):
         raise _mismatch(f"pixel data {actual} bytes, expected {expected}")
 

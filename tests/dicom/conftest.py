@@ -127,6 +127,6 @@ def as_file(ds: Dataset, path: Path) -> Path:
 
 
 def _class_of(path: Path) -> str:
-    from pydicom import dcmread
+    from pydicom.filereader import read_file_meta_info
 
-    return str(dcmread(path, stop_before_pixels=True).file_meta.MediaStorageSOPClassUID)
+    return str(read_file_meta_info(path).MediaStorageSOPClassUID)
