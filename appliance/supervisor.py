@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from appliance.config import Config
+from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
 from appliance.trust import core
 from appliance.trust.connection import tpm_endpoint
@@ -108,17 +109,24 @@ def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:
     return api
 
 
-def _start_dicom(runtime: Runtime, api: ApiServer, say: Callable[[str], None]) -> DicomService:
+def _start_dicom(
+    runtime: Runtime, api: ApiServer, say: Callable[[str], None]
+) -> DicomService | None:
+    """Start the study path; a DICOM failure (port taken) is reported, the API keeps serving."""
     from appliance.dicom.analysis import ModelAnalyser
     from appliance.dicom.service import start_service
 
     registry = api.services.registry
-    service = start_service(
-        runtime.config,
-        lambda: runtime.audit,
-        analyser_for=lambda model: ModelAnalyser(registry, model),
-        receive=runtime.config.dicom_in_run,
-    )
+    try:
+        service = start_service(
+            runtime.config,
+            lambda: runtime.audit,
+            analyser_for=lambda model: ModelAnalyser(registry, model),
+            receive=runtime.config.dicom_in_run,
+        )
+    except ApplianceError as exc:
+        say(f"dicom          NOT started: {exc.message} {exc.hint or ''}".rstrip())
+        return None
     say(f"dicom          {service.describe()}")
     return service
 
