@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
 
 from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
@@ -147,7 +148,15 @@ class Outbox:
     def _send(self, peer: Peer, rows: list[OutboxRow]) -> int:
         from pynetdicom import AE
 
-        datasets = {row.id: dcmread(self.store.root / row.file) for row in rows}
+        datasets = {}
+        for row in rows:
+            try:
+                datasets[row.id] = dcmread(self.store.root / row.file)
+            except (OSError, InvalidDicomError) as exc:
+                self._failed(row, f"result file unreadable ({type(exc).__name__})")
+        rows = [row for row in rows if row.id in datasets]
+        if not rows:
+            return 0
         ae = AE(ae_title=self.calling_ae)
         for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets.values()}):
             ae.add_requested_context(sop_class)

@@ -73,8 +73,9 @@ class DicomService:
         while not self._stop.is_set():
             try:
                 self.poll()
-            except Exception:  # the loop must outlive one bad study or a full disk
-                log.exception("dicom: background round failed; retrying")
+            except Exception as exc:  # the loop must outlive one bad study or a full disk
+                # The type only: a message about a data set may quote its values (patient data).
+                log.error("dicom: background round failed (%s); retrying", type(exc).__name__)  # noqa: TRY400
             self._stop.wait(self.poll_seconds)
 
     def stop(self) -> None:

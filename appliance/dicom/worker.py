@@ -72,6 +72,10 @@ class StudyWorker:
             peers = destinations(self.outbox.config)
         except ApplianceError as exc:
             return self._fail(study, model, exc.message)
+        except Exception as exc:  # a model or image the code did not foresee: fail this study only
+            # The type only: a message about a data set may quote its values (patient data).
+            log.warning("dicom: study %s: unexpected %s in analysis", study.key, type(exc).__name__)
+            return self._fail(study, model, f"unexpected {type(exc).__name__}")
         label = f"{findings.provenance.get('model_name', model)} " + findings.provenance.get(
             "model_version", ""
         )

@@ -273,3 +273,21 @@ def test_unreachable_pacs_waits_longer_each_time(box: Box) -> None:
         assert {r.attempts for r in outbox.pending()} == {3}
     finally:
         service.stop()
+
+
+def test_study_routed_to_a_missing_model_fails_audited_and_sends_nothing(box: Box) -> None:
+    (box.config.state_dir / "dicom" / "routing.json").write_text(
+        json.dumps({"rules": [{"modality": "CT", "model": "not-installed"}]})
+    )
+    service = box.start()
+    try:
+        assert service.receiver is not None and service.outbox is not None
+        image = make_image("CT")
+        assert send(service.receiver.port, image)[0].Status == 0
+        study = str(image.StudyInstanceUID)
+        _until(lambda: service.store.study(study).state is StudyState.FAILED, service)  # type: ignore[union-attr]
+        assert service.outbox.pending() == [] and box.pacs.calls == 0
+    finally:
+        service.stop()
+    (record,) = [r for r in box.rt.audit.records() if r.event == AuditEvent.INFERENCE]
+    assert record.outcome == Outcome.FAILURE and "not-installed" in str(record.detail["reason"])
