@@ -108,7 +108,7 @@ class Outbox:
         now = self.clock()
         for obj, rel in written:
             for peer in peers:
-                self.store.db.conn.execute(
+                self.store.execute(
                     "INSERT OR IGNORE INTO outbox (study_uid, sop_uid, kind, file, destination, "
                     "state, next_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (study_uid, str(obj.dataset.SOPInstanceUID), obj.kind, rel, peer.ae_title,
@@ -123,7 +123,7 @@ class Outbox:
 
     def _rows(self, sql: str, args: tuple[Any, ...]) -> list[OutboxRow]:
         cols = "id, study_uid, sop_uid, kind, file, destination, attempts"
-        return [OutboxRow(*r) for r in self.store.db.conn.execute(sql.format(cols), args)]
+        return [OutboxRow(*r) for r in self.store.execute(sql.format(cols), args)]
 
     def send_due(self) -> int:
         """Try every row whose time has come, one association per destination; return how
@@ -192,15 +192,15 @@ class Outbox:
     def _sent(self, row: OutboxRow, code: int) -> None:
         self._audit(row, Outcome.SUCCESS, f"0x{code:04X}")
         with self.store.transaction():
-            self.store.db.conn.execute(
+            self.store.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = NULL "
                 "WHERE id = ?",
                 (RowState.SENT, row.id),
             )
-            left = self.store.db.conn.execute(
+            left = self.store.execute(
                 "SELECT COUNT(*) FROM outbox WHERE file = ? AND state != ?",
                 (row.file, RowState.SENT),
-            ).fetchone()[0]
+            )[0][0]
         if left == 0:
             Path(self.store.root / row.file).unlink(missing_ok=True)
         log.info("dicom: result %s (%s) stored by %s", key_of(row.sop_uid), row.kind,
@@ -212,7 +212,7 @@ class Outbox:
             self._audit(row, Outcome.FAILURE, why)
         except ApplianceError as exc:  # the retry is what matters; the next attempt audits
             log.warning("dicom: the failed send could not be audited: %s", exc)
-        self.store.db.conn.execute(
+        self.store.execute(
             "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?",
             (self.clock() + delay, why, row.id),
         )

@@ -17,6 +17,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 
 from appliance.config import Config
@@ -169,6 +170,9 @@ def start_receiver(
     # pynetdicom logs every DIMSE message (UIDs of the patient's study) at DEBUG and INFO: keep
     # its own loggers to warnings, so that no log line carries a study's identifiers.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom warns about invalid values by quoting them (a patient's name, an ID): the checks
+    # here decide what is refused, so its reading warnings are off.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     handlers = _Handlers(config, store)
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(VERIFICATION)

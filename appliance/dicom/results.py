@@ -14,6 +14,7 @@ scheme, ``99APPLIANCE``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -133,6 +134,9 @@ def heatmap_capture(sources: Sequence[Dataset], findings: Findings) -> Dataset:
 
 def result_objects(sources: Sequence[Dataset], findings: Findings) -> list[ResultObject]:
     """Everything the box sends back for one analysed study."""
+    # highdicom logs the UIDs of the data sets it copies from (INFO, DEBUG): identifiers of the
+    # patient's study, which no log line may carry.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
     return [
         ResultObject("sr", structured_report(sources, findings)),
         ResultObject("sc", heatmap_capture(sources, findings)),

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -117,6 +119,10 @@ class StudyStore:
         for folder in (root, self.spool, self.outbox_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(root / "studies.db", _SCHEMA, "DICOM study database")
+        # One connection for every thread, serialised: pynetdicom runs each association in a new
+        # thread, and a connection per thread would pile up for the life of the service.
+        self._conn = self.db.conn
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, config: Config) -> StudyStore:
@@ -125,17 +131,28 @@ class StudyStore:
     def close(self) -> None:
         self.db.close()
 
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Run one statement (autocommit, durable) and return its rows."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def update(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run one changing statement; return how many rows it changed."""
+        with self._lock:
+            return self._conn.execute(sql, args).rowcount
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction (BEGIN IMMEDIATE): everything inside commits together."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        """One write transaction (BEGIN IMMEDIATE): everything inside commits together, and no
+        other thread of this process runs a statement meanwhile."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -159,14 +176,14 @@ class StudyStore:
 
     def _index(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
         with self.transaction():
-            self.db.conn.execute(
+            self.execute(
                 "INSERT INTO studies (study_uid, key, state, calling_ae, last_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET "
                 "state = excluded.state, last_at = excluded.last_at, "
                 "calling_ae = excluded.calling_ae",
                 (info.study_uid, key_of(info.study_uid), StudyState.OPEN, calling_ae, now),
             )
-            self.db.conn.execute(
+            self.execute(
                 "INSERT OR REPLACE INTO instances (sop_uid, study_uid, series_uid, sop_class, "
                 "modality, file, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (info.sop_uid, info.study_uid, info.series_uid, info.sop_class, info.modality,
@@ -178,7 +195,7 @@ class StudyStore:
 
         Also puts studies a crash left in ANALYSING back to CLOSED, so they are analysed again.
         """
-        known = {row[0] for row in self.db.conn.execute("SELECT file FROM instances")}
+        known = {row[0] for row in self.execute("SELECT file FROM instances")}
         found = 0
         for path in sorted(self.spool.glob("*/*.dcm")):
             rel = str(path.relative_to(self.root))
@@ -195,7 +212,7 @@ class StudyStore:
                 continue
             self._index(info, path, "RECOVERED", path.stat().st_mtime)
             found += 1
-        self.db.conn.execute(
+        self.execute(
             "UPDATE studies SET state = ? WHERE state = ?",
             (StudyState.CLOSED, StudyState.ANALYSING),
         )
@@ -206,22 +223,22 @@ class StudyStore:
     def close_quiet(self, quiet_seconds: float, now: float | None = None) -> int:
         """Close every open study that received nothing for ``quiet_seconds``; return how many."""
         cutoff = (time.time() if now is None else now) - quiet_seconds
-        cur = self.db.conn.execute(
+        return self.update(
             "UPDATE studies SET state = ? WHERE state = ? AND last_at <= ?",
             (StudyState.CLOSED, StudyState.OPEN, cutoff),
         )
-        return cur.rowcount
 
     def take_closed(self) -> Study | None:
         """Move one closed study to ANALYSING and return it (None when there is none)."""
         with self.transaction():
-            row = self.db.conn.execute(
+            rows = self.execute(
                 "SELECT study_uid FROM studies WHERE state = ? ORDER BY last_at LIMIT 1",
                 (StudyState.CLOSED,),
-            ).fetchone()
-            if row is None:
+            )
+            if not rows:
                 return None
-            self.db.conn.execute(
+            row = rows[0]
+            self.execute(
                 "UPDATE studies SET state = ? WHERE study_uid = ?",
                 (StudyState.ANALYSING, row[0]),
             )
@@ -231,34 +248,35 @@ class StudyStore:
         self, study_uid: str, state: StudyState, model: str | None = None, error: str | None = None
     ) -> None:
         """Record the end of an analysis, unless new instances reopened the study meanwhile."""
-        self.db.conn.execute(
+        self.execute(
             "UPDATE studies SET state = ?, model = ?, error = ? WHERE study_uid = ? AND state = ?",
             (state, model, error, study_uid, StudyState.ANALYSING),
         )
 
     def study(self, study_uid: str) -> Study | None:
-        row = self.db.conn.execute(
+        rows = self.execute(
             "SELECT study_uid, key, state, calling_ae, last_at, model FROM studies "
             "WHERE study_uid = ?",
             (study_uid,),
-        ).fetchone()
-        if row is None:
+        )
+        if not rows:
             return None
+        row = rows[0]
         return Study(row[0], row[1], StudyState(row[2]), row[3], row[4], row[5])
 
     def studies(self) -> list[Study]:
-        rows = self.db.conn.execute("SELECT study_uid FROM studies ORDER BY last_at").fetchall()
+        rows = self.execute("SELECT study_uid FROM studies ORDER BY last_at")
         return [s for s in (self.study(r[0]) for r in rows) if s is not None]
 
     def instance_files(self, study_uid: str) -> list[Path]:
-        rows = self.db.conn.execute(
+        rows = self.execute(
             "SELECT file FROM instances WHERE study_uid = ? ORDER BY series_uid, sop_uid",
             (study_uid,),
-        ).fetchall()
+        )
         return [self.root / r[0] for r in rows]
 
     def instance_uids(self) -> set[str]:
-        return {r[0] for r in self.db.conn.execute("SELECT sop_uid FROM instances")}
+        return {r[0] for r in self.execute("SELECT sop_uid FROM instances")}
 
     def load_study(self, study_uid: str) -> list[Dataset]:
         """Every instance of the study, read from the spool."""

@@ -86,7 +86,7 @@ def _check_one(receiver: Receiver, store: StudyStore, m: dict[str, Any]) -> None
     after = store.instance_uids()
     if code == 0:
         (new,) = after - before
-        (file,) = store.db.conn.execute("SELECT file FROM instances WHERE sop_uid = ?", (new,))
+        (file,) = store.execute("SELECT file FROM instances WHERE sop_uid = ?", (new,))
         stored = dcmread(store.root / file[0])
         assert str(stored.SOPInstanceUID) == new and "PixelData" in stored
     else:

@@ -265,9 +265,9 @@ def test_unreachable_pacs_waits_longer_each_time(box: Box) -> None:
             clock[0] += 10_000
             outbox.send_due()
             row = outbox.pending()[0]
-            next_at = service.store.db.conn.execute(
-                "SELECT next_at FROM outbox WHERE id = ?", (row.id,)
-            ).fetchone()[0]
+            next_at = service.store.execute("SELECT next_at FROM outbox WHERE id = ?", (row.id,))[
+                0
+            ][0]
             delays.append(round(next_at - clock[0]))
         assert delays == [10, 20, 40]
         assert {r.attempts for r in outbox.pending()} == {3}
