@@ -52,6 +52,7 @@ bench: deps venv ## benchmarks (print tables and name: value lines)
 	$(PY) bench/trust.py
 	$(PY) bench/update.py
 	$(PY) bench/inference.py
+	$(PY) bench/dicom.py
 
 models: deps venv ## rebuild every reference model from its recipe (deterministic: git diff shows any change)
 	@for b in models/*/build.py; do echo "models: $$b"; $(PY) $$b || exit 1; done

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from appliance.config import Config
 from appliance.dicom.checks import (
     STORAGE_CLASSES,
+    InstanceInfo,
     RefusedInstanceError,
     StoreStatus,
     check_instance,
@@ -136,7 +137,7 @@ class _Handlers:
                  key_of(info.sop_uid), key_of(info.study_uid), calling)  # fmt: skip
         return 0x0000
 
-    def _accept(self, event: Any) -> Any:
+    def _accept(self, event: Any) -> InstanceInfo:
         context = event.context
         try:
             ds = event.dataset
@@ -178,6 +179,7 @@ def start_receiver(
     ae.add_supported_context(VERIFICATION)
     for sop_class in STORAGE_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+    ae.require_called_aet = True  # an association meant for another AE is not ours to accept
     ae.maximum_associations = 16
     ae.network_timeout = ae.acse_timeout = 30
     ae.dimse_timeout = 60

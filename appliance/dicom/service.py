@@ -37,6 +37,7 @@ class DicomService:
     outbox: Outbox | None
     poll_seconds: float
     _stop: threading.Event = field(default_factory=threading.Event)
+    _round: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
 
     def describe(self) -> str:
@@ -63,20 +64,23 @@ class DicomService:
         self._thread.start()
 
     def poll(self) -> None:
-        """One round of the background work (public so tests can drive it step by step)."""
-        if self.worker:
-            self.worker.step()
-        if self.outbox:
-            self.outbox.send_due()
+        """One round of the background work (public so tests can drive it step by step).
+
+        Rounds never overlap: two at once would both send the rows that are due.
+        """
+        with self._round:
+            if self.worker:
+                self.worker.step()
+            if self.outbox:
+                self.outbox.send_due()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self.poll_seconds):
             try:
                 self.poll()
             except Exception as exc:  # the loop must outlive one bad study or a full disk
                 # The type only: a message about a data set may quote its values (patient data).
                 log.error("dicom: background round failed (%s); retrying", type(exc).__name__)  # noqa: TRY400
-            self._stop.wait(self.poll_seconds)
 
     def stop(self) -> None:
         if self.receiver:

@@ -165,3 +165,10 @@ def test_same_study_collects_instances(receiver: Receiver, store: StudyStore) ->
     assert [s.Status for s in send(receiver.port, *images)] == [0, 0, 0]
     assert len(store.load_study(study)) == 3
     assert np.array_equal(store.load_study(study)[0].pixel_array.shape, (16, 16))
+
+
+def test_association_for_another_called_ae_is_rejected(receiver: Receiver) -> None:
+    ae = AE(ae_title="MODALITY1")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="OTHERBOX")
+    assert assoc.is_rejected

@@ -5,6 +5,7 @@ every step is audited without patient data in logs or audit details."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -145,6 +146,11 @@ def box(config: Config, pacs: FakePacs) -> Iterator[Box]:
     )
     with open_runtime(config) as rt:
         yield Box(config, rt, registry, pacs)
+    del registry
+    # OpenVINO objects left in reference cycles must be freed here, in the main thread: freed
+    # later by a collection that happens to run in one of OpenVINO's own threads, they abort
+    # the interpreter ("Resource deadlock avoided").
+    gc.collect()
 
 
 def _until(what: Callable[[], bool], service: DicomService, timeout: float = 60) -> None:
