@@ -67,6 +67,7 @@ bench: deps venv ## benchmarks (print tables and name: value lines)
 	$(PY) bench/update.py
 	$(PY) bench/inference.py
 	$(PY) bench/notes.py
+	$(PY) bench/dicom.py
 
 models: deps venv ## rebuild every reference model (deterministic: git diff shows any change), then sign dev bundles into build/bundles
 	@for b in models/*/build.py; do echo "models: $$b"; $(PY) $$b || exit 1; done

@@ -36,6 +36,10 @@ class Config:
     api_host: str = "127.0.0.1"
     api_port: int = 8443
     dicom_port: int = 11112
+    # DICOM: a study closes when nothing arrived for this long; `appliance run` starts the
+    # receiver itself unless appliance-dicom.service runs it (the image sets this to false).
+    study_quiet_seconds: int = 120
+    dicom_in_run: bool = True
     log_level: str = "INFO"
     box_id: str = "appliance"
     # Identity: HIPAA 164.312(a)(2)(iii) automatic logoff, and lockout after failed logins.
@@ -94,6 +98,8 @@ _ENV = {
     "APPLIANCE_API_HOST": "api_host",
     "APPLIANCE_API_PORT": "api_port",
     "APPLIANCE_DICOM_PORT": "dicom_port",
+    "APPLIANCE_STUDY_QUIET_SECONDS": "study_quiet_seconds",
+    "APPLIANCE_DICOM_IN_RUN": "dicom_in_run",
     "APPLIANCE_LOG_LEVEL": "log_level",
     "APPLIANCE_BOX_ID": "box_id",
     "APPLIANCE_SESSION_IDLE_MINUTES": "session_idle_minutes",
@@ -107,6 +113,7 @@ _POSITIVE_INTS = {
     "service_token_days",
     "audit_checkpoint_every",
     "audit_retention_days",
+    "study_quiet_seconds",
 }
 
 
@@ -158,6 +165,15 @@ def _box_id(name: str, value: Any) -> str:
     return text
 
 
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("1", "0", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name} is '{value}', not true or false.", "Use true or false.")
+    return text in ("1", "true", "yes")
+
+
 _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "state_dir": lambda _, v: Path(v).expanduser().absolute(),
     "pcrs": _pcrs,
@@ -166,6 +182,7 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "counter_index": lambda _, v: int(v, 0) if isinstance(v, str) else int(v),
     "log_level": _log_level,
     "box_id": _box_id,
+    "dicom_in_run": _bool,
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from appliance.config import Config
+from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
 from appliance.trust import core
 from appliance.trust.connection import tpm_endpoint
@@ -24,6 +25,7 @@ from appliance.trust.tpm import open_tpm
 
 if TYPE_CHECKING:
     from appliance.api.server import ApiServer
+    from appliance.dicom.service import DicomService
 
 # On the box, /run/appliance is made by the image's data-volume script (memory only, group
 # appliance); the console's provisioning wizard shows what is handed here once, then deletes it.
@@ -61,10 +63,12 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             _hand_over_recovery_code(code, out, say)
         runtime = Runtime(config, endpoint)
         api = None
+        dicom = None
         try:
             _report_break_glass(runtime, say)
             say(f"audit trail    {config.audit_dir}")
             api = _start_api(runtime, say)
+            dicom = _start_dicom(runtime, api, say)
             say("ready; press Ctrl-C to stop")
             _notify(f"READY=1\nSTATUS=serving {len(api.services.registry.names())} model(s)")
             log.info("appliance ready")
@@ -72,6 +76,8 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             _notify("STOPPING=1")
             say("stopping")
         finally:
+            if dicom is not None:
+                dicom.stop()
             if api is not None:
                 api.stop()
             # Anchor the tail of the audit log in the TPM so that a later rollback shows.
@@ -127,6 +133,28 @@ def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:
     say(f"site cert      {api.tls.cert if api.tls else 'none'} "
         f"(SHA-256 {api.tls.fingerprint() if api.tls else '-'})")  # fmt: skip
     return api
+
+
+def _start_dicom(
+    runtime: Runtime, api: ApiServer, say: Callable[[str], None]
+) -> DicomService | None:
+    """Start the study path; a DICOM failure (port taken) is reported, the API keeps serving."""
+    from appliance.dicom.analysis import ModelAnalyser
+    from appliance.dicom.service import start_service
+
+    registry = api.services.registry
+    try:
+        service = start_service(
+            runtime.config,
+            lambda: runtime.audit,
+            analyser_for=lambda model: ModelAnalyser(registry, model),
+            receive=runtime.config.dicom_in_run,
+        )
+    except ApplianceError as exc:
+        say(f"dicom          NOT started: {exc.message} {exc.hint or ''}".rstrip())
+        return None
+    say(f"dicom          {service.describe()}")
+    return service
 
 
 def _report_break_glass(runtime: Runtime, say: Callable[[str], None]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -125,6 +126,7 @@ def test_model_encrypt_and_verify_through_the_cli(state: Path) -> None:
 def _run_until_ready(state: Path) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env["APPLIANCE_CONFIG"] = "/nonexistent"
+    env["APPLIANCE_DICOM_PORT"] = "0"
     proc = subprocess.Popen(
         [*APPLIANCE, "--state-dir", str(state), "run"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -149,6 +151,7 @@ def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
     assert "embedded swtpm (pid" in text
     assert "trust core     ready" in text
     assert "Recovery code, shown ONCE" in text
+    assert re.search(r"dicom +AE APPLIANCE on 0\.0\.0\.0:\d+ \(C-ECHO; C-STORE", text), text
     # While it runs, a CLI command shares its swtpm.
     assert "unseals" in appliance(state, "trust", "status").stdout
     proc.send_signal(signal.SIGTERM)

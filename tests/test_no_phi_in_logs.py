@@ -56,3 +56,40 @@ def test_planted_phi_reaches_no_log_and_no_file(
         for path in files:
             assert identifier.encode() not in path.read_bytes(), f"PHI {identifier!r} in {path}"
     assert Path(config.state_dir / "export.log").stat().st_size > 0
+
+
+def test_dicom_receiver_logs_no_phi(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A study carrying the planted identifiers arrives over DICOM, one accepted and one refused
+    instance: no log line names them; outside the spool and its index nothing on disk does."""
+    from appliance.dicom.peers import Peer, save_peers
+    from appliance.dicom.receiver import start_receiver
+    from appliance.dicom.store import StudyStore
+    from tests.dicom.conftest import make_image, send
+
+    setup_logging("DEBUG", stderr=True)
+    caplog.set_level(logging.DEBUG)
+    config = Config(state_dir=tmp_path / "state", dicom_port=0)
+    save_peers(config, [Peer("MODALITY1", "127.0.0.1", 104)])
+    store = StudyStore.open(config)
+    receiver = start_receiver(config, store, host="127.0.0.1", port=0)
+    try:
+        image = make_image("CT", study=PHI[2])
+        image.PatientID, image.PatientName, image.OtherPatientIDs = PHI[0], PHI[1], PHI[3]
+        bad = make_image("CT", study=PHI[2])
+        bad.PatientID, bad.PixelData = PHI[0], b"\0" * 6
+        assert [s.Status for s in send(receiver.port, image, bad)] == [0, 0xA900]
+    finally:
+        receiver.stop()
+        store.close()
+    logged = caplog.text + capfd.readouterr().err
+    spool = config.state_dir / "dicom" / "spool"
+    files = [
+        p for p in config.state_dir.rglob("*")
+        if p.is_file() and spool not in p.parents and not p.name.startswith("studies.db")
+    ]  # fmt: skip
+    for identifier in PHI:
+        assert identifier not in logged, f"PHI {identifier!r} in the logs"
+        for path in files:
+            assert identifier.encode() not in path.read_bytes(), f"PHI {identifier!r} in {path}"

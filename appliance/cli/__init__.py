@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.cli import audit_cmds, trust_cmds, update_cmds, users_cmds
+from appliance.cli import audit_cmds, dicom_cmds, trust_cmds, update_cmds, users_cmds
 from appliance.cli.common import Handler, load_session
 from appliance.config import Config, load_config
 from appliance.errors import ApplianceError, PermissionDeniedError, SessionExpiredError
@@ -45,6 +45,8 @@ PUBLIC: Mapping[str, str] = {
     "hardware": "diagnosis of the devices, TPM, memory and disk against the box profiles; no PHI",
     "provision seed": "applies only what an unprovisioned box lacks (no admin, no vendor root), "
     "like the first-boot wizard; a token arrives only as a hash; audited",
+    "dicom serve": "the DICOM service itself, started by systemd as its own user; who may send "
+    "is decided per association by the peer list (AE title and address)",
     "update scan": "run by the service udev starts for a USB stick; a bundle is authorised by the "
     "vendor's signatures and the TPM floor, not by who plugged the stick in; audited",
 }
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     trust_cmds.register(sub)
     audit_cmds.register(sub)
     update_cmds.register(sub)
+    dicom_cmds.register(sub)
     hw = sub.add_parser("hardware", help="what this box has, against its hardware profile")
     hw.set_defaults(func=cmd_hardware, entry="hardware")
     con = sub.add_parser("console", help="the technician's console: login, health dashboard")

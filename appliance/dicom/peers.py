@@ -39,6 +39,8 @@ class Peer:
     host: str
     port: int
     description: str = ""
+    # Whether the outbox sends results (SR, heat map SC) here: a PACS yes, a modality no.
+    results_destination: bool = False
 
     def __post_init__(self) -> None:
         if not _AE_TITLE.match(self.ae_title) or not self.ae_title.strip():

@@ -24,7 +24,11 @@ ROUNDS = 4
 
 def _start(box: Served) -> tuple[subprocess.Popen[str], int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env |= {"APPLIANCE_CONFIG": "/nonexistent", "APPLIANCE_API_PORT": "0"}
+    env |= {
+        "APPLIANCE_CONFIG": "/nonexistent",
+        "APPLIANCE_API_PORT": "0",
+        "APPLIANCE_DICOM_PORT": "0",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "--state-dir", str(box.config.state_dir),
          "--tcti", box.config.device_tcti(), "run"],

@@ -60,7 +60,12 @@ def test_run_reports_ready_status_and_stopping(
 ) -> None:
     sock, path = notify_socket
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env |= {"APPLIANCE_CONFIG": "/nonexistent", "APPLIANCE_API_PORT": "0", "NOTIFY_SOCKET": path}
+    env |= {
+        "APPLIANCE_CONFIG": "/nonexistent",
+        "APPLIANCE_API_PORT": "0",
+        "NOTIFY_SOCKET": path,
+        "APPLIANCE_DICOM_PORT": "0",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "--state-dir", str(prepared.config.state_dir),
          "--tcti", prepared.config.device_tcti(), "run"],

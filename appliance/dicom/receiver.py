@@ -1,0 +1,197 @@
+"""The DICOM receiver: a pynetdicom SCP for C-ECHO and C-STORE of CT, MR, CR, DX and SC images.
+
+Only configured peers may associate: the calling AE title *and* the source address must match an
+entry of ``peers.json`` (re-read for every association, so the console's changes apply at once);
+anyone else gets an A-ASSOCIATE-RJ (calling AE not recognised) and one log line saying who was
+turned away and what to do. Each C-STORE is decoded and checked (:mod:`appliance.dicom.checks`)
+and written to the spool, fsynced and committed, *before* the Success status goes back: an
+instance the sender saw acknowledged survives a kill -9 or a power cut. A refused instance gets
+a failure status with an ErrorComment and leaves nothing behind; the association stays up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset
+
+from appliance.config import Config
+from appliance.dicom.checks import (
+    STORAGE_CLASSES,
+    InstanceInfo,
+    RefusedInstanceError,
+    StoreStatus,
+    check_instance,
+    decode_all,
+)
+from appliance.dicom.peers import DEFAULT_AE_TITLE, Peer, load_peers
+from appliance.dicom.store import StudyStore, key_of
+from appliance.errors import ApplianceError
+
+log = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
+# Offered for every storage class: the native syntaxes and the common compressed ones. Whether
+# compressed pixel data can be decoded here is decided per instance (checks.py), so a sender
+# whose syntax is not decodable gets a clear failure status instead of a bare negotiation refusal.
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+]
+_REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_UNKNOWN = 0x01, 0x01, 0x03
+
+
+def _addresses(host: str) -> set[str]:
+    """The IP addresses a peer's host stands for (itself when it is one)."""
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return set()
+    return {str(info[4][0]) for info in infos}
+
+
+def known_peer(peers: list[Peer], ae_title: str, address: str) -> Peer | None:
+    """The peer with this calling AE title whose host is ``address``, or None."""
+    for peer in peers:
+        if peer.ae_title == ae_title.strip() and address in _addresses(peer.host):
+            return peer
+    return None
+
+
+@dataclass
+class Receiver:
+    """One running SCP; :meth:`stop` shuts it down."""
+
+    server: Any  # pynetdicom ThreadedAssociationServer
+    host: str
+    port: int
+    ae_title: str
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handlers:
+    """The event handlers of one receiver (they need the config and the store)."""
+
+    def __init__(self, config: Config, store: StudyStore) -> None:
+        self.config = config
+        self.store = store
+
+    def requested(self, event: Any) -> None:
+        requestor = event.assoc.requestor
+        # At this point only the A-ASSOCIATE-RQ primitive holds the calling AE title.
+        calling = str(requestor.primitive.calling_ae_title).strip()
+        try:
+            peers = load_peers(self.config)
+        except ApplianceError as exc:
+            log.warning("dicom: association refused, the peer list cannot be read: %s", exc)
+            peers = []
+        if known_peer(peers, calling, requestor.address) is None:
+            log.warning(
+                "dicom: association from AE %r at %s refused: not a configured peer "
+                "(add it in the console, Provisioning > PACS peers)",
+                calling, requestor.address,
+            )  # fmt: skip
+            # As pynetdicom's own refusal does it: reject, then let the DUL flush and stop.
+            event.assoc.acse.send_reject(_REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_UNKNOWN)
+            event.assoc.kill()
+
+    def echo(self, event: Any) -> int:
+        return 0x0000
+
+    def on_store(self, event: Any) -> int | Dataset:
+        calling = str(event.assoc.requestor.ae_title).strip()
+        try:
+            info = self._accept(event)
+        except RefusedInstanceError as exc:
+            log.warning("dicom: instance from %s refused (0x%04X): %s",
+                        calling, exc.status, exc.comment)  # fmt: skip
+            return exc.response()
+        try:
+            self.store.write_instance(event.encoded_dataset(include_meta=True), info, calling)
+        except ApplianceError as exc:
+            log.warning("dicom: instance from %s not stored: %s", calling, exc)
+            full = RefusedInstanceError(StoreStatus.OUT_OF_RESOURCES, "spool not writable")
+            return full.response()
+        log.info("dicom: stored instance %s of study %s from %s",
+                 key_of(info.sop_uid), key_of(info.study_uid), calling)  # fmt: skip
+        return 0x0000
+
+    def _accept(self, event: Any) -> InstanceInfo:
+        context = event.context
+        try:
+            ds = event.dataset
+            decode_all(ds)
+        except RefusedInstanceError:
+            raise
+        except Exception as exc:
+            raise RefusedInstanceError(
+                StoreStatus.CANNOT_DECODE, f"data set cannot be decoded ({type(exc).__name__})"
+            ) from exc
+        claimed = event.request.AffectedSOPInstanceUID
+        return check_instance(
+            ds,
+            context_class=str(context.abstract_syntax),
+            syntax=str(context.transfer_syntax),
+            claimed_uid=str(claimed) if claimed else None,
+        )
+
+
+def start_receiver(
+    config: Config,
+    store: StudyStore,
+    *,
+    host: str = "0.0.0.0",  # noqa: S104 (the SCP serves the clinic's network; nftables limits it)
+    port: int | None = None,
+    ae_title: str = DEFAULT_AE_TITLE,
+) -> Receiver:
+    """Start the SCP in background threads; ``port`` 0 picks a free one (tests)."""
+    from pynetdicom import AE, evt
+
+    # pynetdicom logs every DIMSE message (UIDs of the patient's study) at DEBUG and INFO: keep
+    # its own loggers to warnings, so that no log line carries a study's identifiers.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom warns about invalid values by quoting them (a patient's name, an ID): the checks
+    # here decide what is refused, so its reading warnings are off.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    handlers = _Handlers(config, store)
+    ae = AE(ae_title=ae_title)
+    ae.add_supported_context(VERIFICATION)
+    for sop_class in STORAGE_CLASSES:
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+    ae.require_called_aet = True  # an association meant for another AE is not ours to accept
+    ae.maximum_associations = 16
+    ae.network_timeout = ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    server: Any = ae.start_server(
+        (host, config.dicom_port if port is None else port),
+        block=False,
+        evt_handlers=[
+            (evt.EVT_REQUESTED, handlers.requested),
+            (evt.EVT_C_ECHO, handlers.echo),
+            (evt.EVT_C_STORE, handlers.on_store),
+        ],
+    )
+    bound_host, bound_port = server.server_address[:2]
+    log.info("dicom: receiver %s listening on %s:%d", ae_title, bound_host, bound_port)
+    return Receiver(server, str(bound_host), int(bound_port), ae_title)

@@ -1,0 +1,283 @@
+"""The study spool and queue: received instances on disk, their index and study states in SQLite.
+
+Layout under ``<state>/dicom``::
+
+    spool/<study key>/<instance key>.dcm   every accepted instance, DICOM Part 10 file
+    outbox/<instance key>.dcm              results waiting to be sent (see outbox.py)
+    studies.db                             instances, studies, outbox rows (WAL, FULL)
+
+Keys are SHA-256 prefixes of the UIDs, so paths and log lines never carry a UID (UIDs are
+identifiers of a patient's study; tests/test_no_phi_in_logs.py). An instance is acknowledged only
+after its file is fsynced and renamed into place *and* its row is committed; a crash between the
+two leaves a file without a row, which :meth:`StudyStore.recover` indexes again on start.
+
+A study's life (a transition table, pynetdicom ``fsm.py`` style)::
+
+    OPEN --quiet time passed--> CLOSED --worker takes it--> ANALYSING --> DONE | FAILED | UNROUTED
+    any state --new instance arrives--> OPEN      ANALYSING --crash, then start--> CLOSED
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from appliance.config import Config
+from appliance.dicom.checks import InstanceInfo
+from appliance.errors import StorageError
+from appliance.fsutil import atomic_writer
+from appliance.sqlitedb import Database
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    last_at REAL NOT NULL,
+    model TEXT,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    series_uid TEXT NOT NULL,
+    sop_class TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    file TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    file TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT,
+    UNIQUE (sop_uid, destination)
+);
+"""
+
+
+class StudyState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    ANALYSING = "analysing"
+    DONE = "done"
+    FAILED = "failed"
+    UNROUTED = "unrouted"
+
+
+def key_of(uid: str) -> str:
+    """The name a UID gets on disk and in logs: not the UID, stable, collision-free in practice."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study as the queue sees it."""
+
+    study_uid: str
+    key: str
+    state: StudyState
+    calling_ae: str
+    last_at: float
+    model: str | None
+
+
+def dicom_dir(config: Config) -> Path:
+    """Everything the DICOM path keeps: peers, routing rules, spool, outbox, database."""
+    return config.state_dir / "dicom"
+
+
+class StudyStore:
+    """The spool folders and ``studies.db``; safe to use from many threads and processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spool = root / "spool"
+        self.outbox_dir = root / "outbox"
+        for folder in (root, self.spool, self.outbox_dir):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = Database(root / "studies.db", _SCHEMA, "DICOM study database")
+        # One connection for every thread, serialised: pynetdicom runs each association in a new
+        # thread, and a connection per thread would pile up for the life of the service.
+        self._conn = self.db.conn
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, config: Config) -> StudyStore:
+        return cls(dicom_dir(config))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Run one statement (autocommit, durable) and return its rows."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def update(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run one changing statement; return how many rows it changed."""
+        with self._lock:
+            return self._conn.execute(sql, args).rowcount
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE): everything inside commits together, and no
+        other thread of this process runs a statement meanwhile."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def write_instance(self, encoded: bytes, info: InstanceInfo, calling_ae: str) -> Path:
+        """Store one accepted instance durably (file fsynced and renamed, row committed).
+
+        ``encoded`` is the Part 10 file (preamble, meta, data set). Raises StorageError.
+        """
+        path = self.spool / key_of(info.study_uid) / f"{key_of(info.sop_uid)}.dcm"
+        try:
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            with atomic_writer(path) as fh:
+                fh.write(encoded)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.",
+                "Free space on the state partition (old studies) and ask the sender to resend.",
+            ) from exc
+        self._index(info, path, calling_ae, time.time())
+        return path
+
+    def _index(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
+        with self.transaction():
+            self.execute(
+                "INSERT INTO studies (study_uid, key, state, calling_ae, last_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET "
+                "state = excluded.state, last_at = excluded.last_at, "
+                "calling_ae = excluded.calling_ae",
+                (info.study_uid, key_of(info.study_uid), StudyState.OPEN, calling_ae, now),
+            )
+            self.execute(
+                "INSERT OR REPLACE INTO instances (sop_uid, study_uid, series_uid, sop_class, "
+                "modality, file, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (info.sop_uid, info.study_uid, info.series_uid, info.sop_class, info.modality,
+                 str(path.relative_to(self.root)), now),
+            )  # fmt: skip
+
+    def recover(self) -> int:
+        """Index spool files that have no row (a crash after the rename); return how many.
+
+        Also puts studies a crash left in ANALYSING back to CLOSED, so they are analysed again.
+        """
+        known = {row[0] for row in self.execute("SELECT file FROM instances")}
+        found = 0
+        for path in sorted(self.spool.glob("*/*.dcm")):
+            rel = str(path.relative_to(self.root))
+            if rel in known:
+                continue
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+                info = InstanceInfo(
+                    str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
+                    str(ds.SeriesInstanceUID), str(ds.get("Modality") or "OT"),
+                )  # fmt: skip
+            except (InvalidDicomError, AttributeError, OSError) as exc:
+                log.warning("dicom: spool file %s unreadable, left in place: %s", rel, exc)
+                continue
+            self._index(info, path, "RECOVERED", path.stat().st_mtime)
+            found += 1
+        self.execute(
+            "UPDATE studies SET state = ? WHERE state = ?",
+            (StudyState.CLOSED, StudyState.ANALYSING),
+        )
+        return found
+
+    # -- the study queue ---------------------------------------------------------------------
+
+    def close_quiet(self, quiet_seconds: float, now: float | None = None) -> int:
+        """Close every open study that received nothing for ``quiet_seconds``; return how many."""
+        cutoff = (time.time() if now is None else now) - quiet_seconds
+        return self.update(
+            "UPDATE studies SET state = ? WHERE state = ? AND last_at <= ?",
+            (StudyState.CLOSED, StudyState.OPEN, cutoff),
+        )
+
+    def take_closed(self) -> Study | None:
+        """Move one closed study to ANALYSING and return it (None when there is none)."""
+        with self.transaction():
+            rows = self.execute(
+                "SELECT study_uid FROM studies WHERE state = ? ORDER BY last_at LIMIT 1",
+                (StudyState.CLOSED,),
+            )
+            if not rows:
+                return None
+            row = rows[0]
+            self.execute(
+                "UPDATE studies SET state = ? WHERE study_uid = ?",
+                (StudyState.ANALYSING, row[0]),
+            )
+        return self.study(row[0])
+
+    def finish(
+        self, study_uid: str, state: StudyState, model: str | None = None, error: str | None = None
+    ) -> None:
+        """Record the end of an analysis, unless new instances reopened the study meanwhile."""
+        self.execute(
+            "UPDATE studies SET state = ?, model = ?, error = ? WHERE study_uid = ? AND state = ?",
+            (state, model, error, study_uid, StudyState.ANALYSING),
+        )
+
+    def study(self, study_uid: str) -> Study | None:
+        rows = self.execute(
+            "SELECT study_uid, key, state, calling_ae, last_at, model FROM studies "
+            "WHERE study_uid = ?",
+            (study_uid,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return Study(row[0], row[1], StudyState(row[2]), row[3], row[4], row[5])
+
+    def studies(self) -> list[Study]:
+        rows = self.execute("SELECT study_uid FROM studies ORDER BY last_at")
+        return [s for s in (self.study(r[0]) for r in rows) if s is not None]
+
+    def instance_files(self, study_uid: str) -> list[Path]:
+        rows = self.execute(
+            "SELECT file FROM instances WHERE study_uid = ? ORDER BY series_uid, sop_uid",
+            (study_uid,),
+        )
+        return [self.root / r[0] for r in rows]
+
+    def instance_uids(self) -> set[str]:
+        return {r[0] for r in self.execute("SELECT sop_uid FROM instances")}
+
+    def load_study(self, study_uid: str) -> list[Dataset]:
+        """Every instance of the study, read from the spool."""
+        return [dcmread(path) for path in self.instance_files(study_uid)]

@@ -1,0 +1,108 @@
+"""The study worker: closes quiet studies, routes each to a model, analyses it, queues results.
+
+One :meth:`StudyWorker.step` closes every study quiet for ``quiet_seconds``, then takes closed
+studies one at a time: read from the spool → routing rule → analyser → SR + SC (results.py) →
+files into the outbox and, in one transaction, the outbox rows and the study's DONE state. The
+analysis is audited (INFERENCE, subject the study UID, stored hashed; the model name and
+version). A study no rule matches ends UNROUTED; one whose analysis fails ends FAILED with the
+reason (a new instance reopens it). A crash mid-analysis leaves it ANALYSING, which
+:meth:`StudyStore.recover` turns back into CLOSED at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from appliance.audit.auditor import Auditor
+from appliance.audit.records import AuditEvent, Outcome
+from appliance.dicom.analysis import Analyser, load_rules, route
+from appliance.dicom.outbox import Outbox, destinations
+from appliance.dicom.results import result_objects
+from appliance.dicom.store import Study, StudyState, StudyStore
+from appliance.errors import ApplianceError
+
+log = logging.getLogger(__name__)
+ACTOR = "dicom-worker"
+
+
+class StudyWorker:
+    """Analyses closed studies; ``analyser_for(model)`` gives the analyser of a model name."""
+
+    def __init__(
+        self,
+        store: StudyStore,
+        outbox: Outbox,
+        analyser_for: Callable[[str], Analyser],
+        auditor: Callable[[], Auditor],
+        *,
+        quiet_seconds: float,
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.analyser_for = analyser_for
+        self.auditor = auditor
+        self.quiet_seconds = quiet_seconds
+
+    def step(self) -> int:
+        """Close quiet studies and analyse every closed one; return how many were handled."""
+        self.store.close_quiet(self.quiet_seconds)
+        handled = 0
+        while (study := self.store.take_closed()) is not None:
+            self.process(study)
+            handled += 1
+        return handled
+
+    def process(self, study: Study) -> StudyState:
+        """Analyse one study the worker has taken (state ANALYSING); return its end state."""
+        try:
+            datasets = self.store.load_study(study.study_uid)
+            model = route(load_rules(self.store.root), datasets)
+        except (ApplianceError, OSError, ValueError) as exc:
+            return self._fail(study, None, f"study unreadable: {exc}")
+        if model is None:
+            log.info("dicom: study %s (%d images): no routing rule matches, not analysed",
+                     study.key, len(datasets))  # fmt: skip
+            self.store.finish(study.study_uid, StudyState.UNROUTED)
+            return StudyState.UNROUTED
+        try:
+            findings = self.analyser_for(model).analyse(datasets)
+            objects = result_objects(datasets, findings)
+            written = self.outbox.write_objects(objects)
+            peers = destinations(self.outbox.config)
+        except ApplianceError as exc:
+            return self._fail(study, model, exc.message)
+        except Exception as exc:  # a model or image the code did not foresee: fail this study only
+            # The type only: a message about a data set may quote its values (patient data).
+            log.warning("dicom: study %s: unexpected %s in analysis", study.key, type(exc).__name__)
+            return self._fail(study, model, f"unexpected {type(exc).__name__}")
+        label = f"{findings.provenance.get('model_name', model)} " + findings.provenance.get(
+            "model_version", ""
+        )
+        self.auditor().append(
+            AuditEvent.INFERENCE, actor=ACTOR, role="service", outcome=Outcome.SUCCESS,
+            subject=study.study_uid, model=label.strip(),
+            detail={"channel": "dicom", "images": len(datasets), "results": len(objects),
+                    "destinations": len(peers)},
+        )  # fmt: skip
+        with self.store.transaction():
+            self.outbox.queue_rows(study.study_uid, written, peers)
+            self.store.finish(study.study_uid, StudyState.DONE, model)
+        if not peers:
+            log.warning("dicom: study %s analysed but no peer receives results (mark the "
+                        "PACS as results destination in the peer list)", study.key)  # fmt: skip
+        log.info("dicom: study %s analysed by %s: score %.3f, %d result(s) queued for %d peer(s)",
+                 study.key, label.strip(), findings.score, len(objects), len(peers))  # fmt: skip
+        return StudyState.DONE
+
+    def _fail(self, study: Study, model: str | None, why: str) -> StudyState:
+        log.warning("dicom: study %s not analysed: %s", study.key, why)
+        try:
+            self.auditor().append(
+                AuditEvent.INFERENCE, actor=ACTOR, role="service", outcome=Outcome.FAILURE,
+                subject=study.study_uid, model=model,
+                detail={"channel": "dicom", "reason": why[:200]},
+            )  # fmt: skip
+        finally:
+            self.store.finish(study.study_uid, StudyState.FAILED, model, why)
+        return StudyState.FAILED

@@ -1,0 +1,174 @@
+"""The receiver over real associations: who may associate, what is stored, what is refused."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, generate_uid
+from pynetdicom import AE
+
+from appliance.dicom.receiver import Receiver
+from appliance.dicom.store import StudyState, StudyStore
+
+from .conftest import MODALITY_CLASS, as_file, make_image, send
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR", "CR", "DX", "OT"])
+def test_each_storage_class_is_stored_and_acknowledged(
+    receiver: Receiver, store: StudyStore, modality: str
+) -> None:
+    image = make_image(modality)
+    (status,) = send(receiver.port, image)
+    assert status.Status == 0x0000
+    (path,) = store.instance_files(str(image.StudyInstanceUID))
+    stored = dcmread(path)
+    assert stored.SOPInstanceUID == image.SOPInstanceUID
+    assert stored.PixelData == image.PixelData
+    study = store.study(str(image.StudyInstanceUID))
+    assert study is not None and study.state is StudyState.OPEN
+
+
+def test_echo_from_a_peer(receiver: Receiver) -> None:
+    ae = AE(ae_title="MODALITY1")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="APPLIANCE")
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+
+
+@pytest.mark.parametrize("ae_title", ["STRANGER", "modality1", "MODALITY2"])
+def test_unknown_calling_ae_is_rejected_with_a_log_line(
+    receiver: Receiver, store: StudyStore, ae_title: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    assoc = send(receiver.port, make_image(), ae_title=ae_title)
+    assert not isinstance(assoc, list) and assoc.is_rejected
+    assert f"association from AE '{ae_title}' at 127.0.0.1 refused" in caplog.text
+    assert "Provisioning > PACS peers" in caplog.text
+    assert store.studies() == []
+
+
+def test_known_ae_from_another_address_is_rejected(
+    box: object, store: StudyStore, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    from appliance.dicom.peers import Peer, save_peers
+
+    save_peers(box, [Peer("MODALITY1", "10.9.8.7", 104)])  # type: ignore[arg-type]
+    assoc = send(receiver.port, make_image())
+    assert not isinstance(assoc, list) and assoc.is_rejected
+    assert "not a configured peer" in caplog.text
+
+
+def _refused(receiver: Receiver, store: StudyStore, item: Dataset | Path, **kw: str) -> Dataset:
+    result = send(receiver.port, item, **kw)
+    assert isinstance(result, list), "the association should be accepted"
+    (status,) = result
+    assert status.Status != 0x0000
+    assert store.studies() == [] and not list(store.spool.rglob("*.dcm")), "something was stored"
+    return status
+
+
+def _without(keyword: str) -> Dataset:
+    image = make_image()
+    delattr(image, keyword)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "comment"),
+    [
+        (lambda: _without("SOPInstanceUID"), 0xA900, "SOPInstanceUID is missing"),
+        (lambda: _without("StudyInstanceUID"), 0xA900, "StudyInstanceUID is missing"),
+        (lambda: _without("SeriesInstanceUID"), 0xA900, "SeriesInstanceUID is missing"),
+        (lambda: _without("PixelData"), 0xA900, "no pixel data"),
+        (lambda: _without("Rows"), 0xA900, "Rows is missing"),
+    ],
+    ids=["no-sop-uid", "no-study-uid", "no-series-uid", "no-pixels", "no-rows"],
+)
+def test_incomplete_instance_is_refused(
+    receiver: Receiver, store: StudyStore, tmp_path: Path, case: object, status: int, comment: str
+) -> None:
+    # Sent as a file: pynetdicom's SCU itself refuses to send a data set without SOPInstanceUID.
+    got = _refused(receiver, store, as_file(case(), tmp_path / "x.dcm"))  # type: ignore[operator]
+    assert got.Status == status
+    assert comment in got.ErrorComment
+
+
+def test_pixel_size_mismatch_is_refused(receiver: Receiver, store: StudyStore) -> None:
+    image = make_image(rows=16, columns=16)
+    image.PixelData = image.PixelData[:-64]
+    got = _refused(receiver, store, image)
+    assert got.Status == 0xA900
+    assert got.ErrorComment == "pixel data 448 bytes, expected 512"
+
+
+def test_sop_class_not_matching_the_context_is_refused(
+    receiver: Receiver, store: StudyStore, tmp_path: Path
+) -> None:
+    # The file meta says CT (so the CT context is used); the data set says MR.
+    image = make_image("CT")
+    image.SOPClassUID = MODALITY_CLASS["MR"]
+    got = _refused(receiver, store, as_file(image, tmp_path / "liar.dcm"))
+    assert got.Status == 0xA900
+    assert "does not match the presentation context" in got.ErrorComment
+
+
+@pytest.mark.parametrize("cut", [5, 40, 300])
+def test_truncated_data_set_is_refused(
+    receiver: Receiver, store: StudyStore, tmp_path: Path, cut: int
+) -> None:
+    path = tmp_path / "cut.dcm"
+    make_image().save_as(path, enforce_file_format=True)
+    path.write_bytes(path.read_bytes()[:-cut])
+    got = _refused(receiver, store, path)
+    assert got.Status in (0xC210, 0xA900)
+    assert "truncated" in got.ErrorComment or "pixel data" in got.ErrorComment
+
+
+def test_undecodable_transfer_syntax_is_refused(
+    receiver: Receiver, store: StudyStore, tmp_path: Path
+) -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+
+    candidates = ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.90"]
+    missing = [ts for ts in candidates if not get_decoder(UID(ts)).is_available]
+    if not missing:
+        pytest.skip("every candidate compressed transfer syntax is decodable on this host")
+    image = make_image()
+    image.file_meta.TransferSyntaxUID = missing[0]
+    image.PixelData = encapsulate([b"\xff\xd8not really a jpeg\xff\xd9"])
+    path = tmp_path / "compressed.dcm"
+    image.save_as(path, enforce_file_format=True)
+    got = _refused(receiver, store, path, ts=missing[0])
+    assert got.Status == 0xC220
+    assert "not decodable here" in got.ErrorComment
+
+
+def test_service_stays_up_after_refusals(receiver: Receiver, store: StudyStore) -> None:
+    bad = make_image()
+    bad.PixelData = b"\x00" * 10
+    statuses = send(receiver.port, bad, make_image(), bad, make_image())
+    assert [s.Status for s in statuses] == [0xA900, 0, 0xA900, 0]
+    assert len(store.instance_uids()) == 2
+
+
+def test_same_study_collects_instances(receiver: Receiver, store: StudyStore) -> None:
+    study, series = generate_uid(), generate_uid()
+    images = [make_image(study=study, series=series, seed=i) for i in range(3)]
+    assert [s.Status for s in send(receiver.port, *images)] == [0, 0, 0]
+    assert len(store.load_study(study)) == 3
+    assert np.array_equal(store.load_study(study)[0].pixel_array.shape, (16, 16))
+
+
+def test_association_for_another_called_ae_is_rejected(receiver: Receiver) -> None:
+    ae = AE(ae_title="MODALITY1")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="OTHERBOX")
+    assert assoc.is_rejected

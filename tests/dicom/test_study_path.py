@@ -1,0 +1,299 @@
+"""The whole study path on real parts: a modality sends a study over DICOM, the study closes, a
+routing rule picks a tiny conv model (OpenVINO, from the encrypted store through the real
+registry), SR and heat-map SC go through the outbox to a fake PACS (a real pynetdicom SCP), and
+every step is audited without patient data in logs or audit details."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+
+from appliance.audit.records import AuditEvent, Outcome, hash_subject
+from appliance.config import Config
+from appliance.dicom.analysis import ModelAnalyser
+from appliance.dicom.peers import Peer, save_peers
+from appliance.dicom.service import DicomService, start_service
+from appliance.dicom.store import StudyState
+from appliance.inference.registry import ModelRegistry
+from appliance.runtime import Runtime, open_runtime
+from appliance.store.slots import ModelStore, SlotName
+from appliance.trust import core
+from appliance.trust.keys import KeyName
+from appliance.trust.tpm import open_tpm
+
+from .conftest import PATIENT_ID, PATIENT_NAME, SCU_AE, make_image, send
+
+MODEL = "heat-demo"
+SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7"
+
+
+def conv_model_files() -> dict[str, bytes]:
+    """A 3x3 averaging convolution and a sigmoid: image [1,1,H,W] -> heatmap [1,1,H,W]."""
+    image = ops.parameter([1, 1, -1, -1], np.float32, name="image")
+    kernel = ops.constant(np.full((1, 1, 3, 3), 1 / 9, np.float32))
+    conv = ops.convolution(image, kernel, [1, 1], [1, 1], [1, 1], [1, 1])
+    heat = ops.sigmoid(conv)
+    heat.output(0).get_tensor().set_names({"heatmap"})
+    model = ov.Model([heat], [image], MODEL)
+    folder = Path(__import__("tempfile").mkdtemp())
+    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+    manifest = {
+        "manifest_version": 1, "name": MODEL, "version": "0.1.0", "task": "imaging-anomaly",
+        "inputs": [{"name": "image", "shape": [1, 1, -1, -1], "dtype": "f32"}],
+        "outputs": [{"name": "heatmap", "shape": [1, 1, -1, -1], "dtype": "f32"}],
+        "compatibility": {"min_openvino": "2024.0", "devices": ["CPU"]},
+        "reference": {"files": ["reference/cases.npz"], "metric": "auc", "expected": 0.5,
+                      "tolerance": 0.1},
+    }  # fmt: skip
+    return {
+        "model.xml": (folder / "model.xml").read_bytes(),
+        "model.bin": (folder / "model.bin").read_bytes(),
+        "manifest.json": json.dumps(manifest).encode(),
+        "reference/cases.npz": b"not used here",
+    }
+
+
+@dataclass
+class FakePacs:
+    """A real SCP that stores what it receives in memory; ``refuse`` makes it answer 0xA700."""
+
+    port: int = 0
+    received: list[Dataset] = field(default_factory=list)
+    calls: int = 0
+    refuse: bool = False
+    server: Any = None
+
+    def handle(self, event: Any) -> int:
+        self.calls += 1
+        if self.refuse:
+            return 0xA700
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        self.received.append(ds)
+        return 0x0000
+
+    def start(self, port: int = 0) -> FakePacs:
+        ae = AE(ae_title="PACS")
+        for sop_class in (SR_CLASS, SC_CLASS):
+            ae.add_supported_context(sop_class)
+        self.server = ae.start_server(("127.0.0.1", port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self.handle)])  # fmt: skip
+        self.port = self.server.server_address[1]
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+@dataclass
+class Box:
+    config: Config
+    rt: Runtime
+    registry: ModelRegistry
+    pacs: FakePacs
+
+    def start(self, **kw: Any) -> DicomService:
+        return start_service(
+            self.config, lambda: self.rt.audit,
+            analyser_for=lambda model: ModelAnalyser(self.registry, model),
+            host="127.0.0.1", port=0, poll_seconds=3600, **kw,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def pacs() -> Iterator[FakePacs]:
+    fake = FakePacs().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def box(config: Config, pacs: FakePacs) -> Iterator[Box]:
+    """Enrolled on a real swtpm, the conv model in the encrypted store, served by the registry."""
+    config = Config(state_dir=config.state_dir, tcti=config.tcti, study_quiet_seconds=1)
+    with open_tpm(config.device_tcti()) as tpm:
+        core.enroll(tpm, config)
+        key = core.key_store(config).unseal(tpm, KeyName.MODEL_STORE)
+    store = ModelStore(config.models_dir)
+    store.install(MODEL, SlotName.A, conv_model_files(), key=key, version="0.1.0",
+                  bundle_sha256="ab" * 32, epoch=0)  # fmt: skip
+    store.activate(MODEL, SlotName.A)
+    registry = ModelRegistry(store, lambda: key, ov.Core(), lambda _m: "CPU")
+    assert registry.refresh() == [MODEL]
+    save_peers(config, [
+        Peer(SCU_AE, "127.0.0.1", 104, "CT scanner"),
+        Peer("PACS", "127.0.0.1", pacs.port, "main PACS", results_destination=True),
+    ])  # fmt: skip
+    (config.state_dir / "dicom" / "routing.json").write_text(
+        json.dumps({"rules": [{"modality": "CT", "model": MODEL}]})
+    )
+    with open_runtime(config) as rt:
+        yield Box(config, rt, registry, pacs)
+    del registry
+    # OpenVINO objects left in reference cycles must be freed here, in the main thread: freed
+    # later by a collection that happens to run in one of OpenVINO's own threads, they abort
+    # the interpreter ("Resource deadlock avoided").
+    gc.collect()
+
+
+def _until(what: Callable[[], bool], service: DicomService, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service.poll()
+        if what():
+            return
+        time.sleep(0.2)
+    raise AssertionError("the study path did not finish in time")
+
+
+def test_study_is_analysed_and_results_reach_the_pacs(
+    box: Box, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    study, series = generate_uid(), generate_uid()
+    images = [make_image("CT", study=study, series=series, seed=i) for i in range(3)]
+    service = box.start()
+    try:
+        assert service.receiver is not None
+        assert [s.Status for s in send(service.receiver.port, *images)] == [0, 0, 0]
+        _until(lambda: len(box.pacs.received) == 2, service)
+        state = service.store.study(study)
+        assert state is not None and state.state is StudyState.DONE and state.model == MODEL
+    finally:
+        service.stop()
+    by_class = {str(ds.SOPClassUID): ds for ds in box.pacs.received}
+    sr, sc = by_class[SR_CLASS], by_class[SC_CLASS]
+    for result in (sr, sc):
+        assert result.StudyInstanceUID == study, "results must join the source study"
+        assert result.PatientID == PATIENT_ID
+    texts = {item.ConceptNameCodeSequence[0].CodeMeaning: item.get("TextValue")
+             for item in sr.ContentSequence}  # fmt: skip
+    assert texts["Algorithm Name"] == MODEL and texts["Algorithm Version"] == "0.1.0"
+    assert texts["Model bundle SHA-256"] == "ab" * 32 and texts["Inference device"] == "CPU"
+    assert texts["OpenVINO version"] == ov.get_version()
+    referenced = {
+        ref.ReferencedSOPInstanceUID
+        for ev in sr.CurrentRequestedProcedureEvidenceSequence
+        for series_ in ev.ReferencedSeriesSequence
+        for ref in series_.ReferencedSOPSequence
+    }
+    assert referenced == {img.SOPInstanceUID for img in images}
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID in referenced
+    assert (sc.Rows, sc.Columns) == (16, 16) and sc.pixel_array.max() > 0
+    # Audited: one analysis, one successful send per object; subjects hashed, no patient data.
+    records = list(box.rt.audit.records())
+    hashed = hash_subject(box.rt.audit_key, study)
+    inference = [r for r in records if r.event == AuditEvent.INFERENCE]
+    exports = [r for r in records if r.event == AuditEvent.EXPORT]
+    assert [(r.subject, r.outcome) for r in inference] == [(hashed, Outcome.SUCCESS)]
+    assert sorted(str(r.detail["object"]) for r in exports) == ["sc", "sr"]
+    assert all(r.subject == hashed and r.detail["destination"] == "PACS" for r in exports)
+    audit_text = "".join(p.read_text() for p in box.config.audit_dir.glob("*.log"))
+    for phi in (PATIENT_NAME, PATIENT_ID, study, series, str(images[0].SOPInstanceUID)):
+        assert phi not in caplog.text, f"{phi!r} in the logs"
+        assert phi not in audit_text, f"{phi!r} in the audit trail"
+
+
+def test_unrouted_study_is_not_analysed(box: Box) -> None:
+    service = box.start()
+    try:
+        assert service.receiver is not None
+        image = make_image("MR")
+        assert send(service.receiver.port, image)[0].Status == 0
+        study = str(image.StudyInstanceUID)
+        _until(lambda: service.store.study(study).state is StudyState.UNROUTED, service)  # type: ignore[union-attr]
+    finally:
+        service.stop()
+    assert box.pacs.received == []
+
+
+def test_outbox_retries_with_backoff_across_restarts(box: Box) -> None:
+    box.pacs.refuse = True
+    service = box.start(retry_delay=0.5)
+    try:
+        assert service.receiver is not None and service.outbox is not None
+        assert send(service.receiver.port, make_image("CT"))[0].Status == 0
+        _until(lambda: box.pacs.calls >= 2, service)
+        rows = service.outbox.pending()
+        assert len(rows) == 2 and all(r.attempts >= 1 for r in rows)
+    finally:
+        service.stop()
+    box.pacs.refuse = False
+    service = box.start(retry_delay=0.5)  # a restart: the queue and its schedule are on disk
+    try:
+        assert service.outbox is not None
+        outbox = service.outbox
+        _until(lambda: not outbox.pending(), service)
+        assert len(outbox.sent()) == 2
+        assert not list(service.store.outbox_dir.glob("*.dcm")), "sent files are removed"
+    finally:
+        service.stop()
+    assert len(box.pacs.received) == 2
+    exports = [r for r in box.rt.audit.records() if r.event == AuditEvent.EXPORT]
+    outcomes = [r.outcome for r in exports]
+    assert outcomes.count(Outcome.FAILURE) >= 2 and outcomes.count(Outcome.SUCCESS) == 2
+    assert {r.detail["status"] for r in exports if r.outcome == Outcome.FAILURE} == {
+        "status 0xA700"
+    }
+
+
+def test_unreachable_pacs_waits_longer_each_time(box: Box) -> None:
+    box.pacs.stop()
+    clock = [1000.0]
+    service = box.start(retry_delay=10)
+    try:
+        assert service.receiver is not None and service.outbox and service.worker
+        outbox, worker = service.outbox, service.worker
+        outbox.clock, outbox.timeout = (lambda: clock[0]), 2
+        assert send(service.receiver.port, make_image("CT"))[0].Status == 0
+        deadline = time.monotonic() + 30
+        while not worker.step() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        delays = []
+        for _ in range(3):
+            clock[0] += 10_000
+            outbox.send_due()
+            row = outbox.pending()[0]
+            next_at = service.store.execute("SELECT next_at FROM outbox WHERE id = ?", (row.id,))[
+                0
+            ][0]
+            delays.append(round(next_at - clock[0]))
+        assert delays == [10, 20, 40]
+        assert {r.attempts for r in outbox.pending()} == {3}
+    finally:
+        service.stop()
+
+
+def test_study_routed_to_a_missing_model_fails_audited_and_sends_nothing(box: Box) -> None:
+    (box.config.state_dir / "dicom" / "routing.json").write_text(
+        json.dumps({"rules": [{"modality": "CT", "model": "not-installed"}]})
+    )
+    service = box.start()
+    try:
+        assert service.receiver is not None and service.outbox is not None
+        image = make_image("CT")
+        assert send(service.receiver.port, image)[0].Status == 0
+        study = str(image.StudyInstanceUID)
+        _until(lambda: service.store.study(study).state is StudyState.FAILED, service)  # type: ignore[union-attr]
+        assert service.outbox.pending() == [] and box.pacs.calls == 0
+    finally:
+        service.stop()
+    (record,) = [r for r in box.rt.audit.records() if r.event == AuditEvent.INFERENCE]
+    assert record.outcome == Outcome.FAILURE and "not-installed" in str(record.detail["reason"])
