@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from textual.pilot import Pilot
@@ -315,3 +315,9 @@ def test_clock_is_set_through_the_setter_on_the_box(rt: Runtime, usb: Path) -> N
 
     drive(create_app(backends), scenario)
     assert wanted == [datetime(2026, 11, 27, 14, 5)]
+
+
+def test_wizard_first_step_snapshot(snap_compare: Any, rt: Runtime, tmp_path: Path) -> None:
+    """The wizard as a fresh box opens it (no clock on this step, so the picture is stable)."""
+    app = create_app(from_runtime(rt, refresh_s=60.0, usb_dir=tmp_path))
+    assert snap_compare(app, terminal_size=(110, 32))

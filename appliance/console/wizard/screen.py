@@ -4,6 +4,7 @@ new console on the same state folder resumes where the power failed."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -70,13 +71,13 @@ class WizardScreen(Screen[None]):
 
     def show(self, state: WizardProgress) -> None:
         step = state.next_step
-        lines = []
+        listing = Text()
         for i, s in enumerate(STEPS, 1):
             mark = "✓" if s in state.done else ("▶" if s is step else " ")
-            lines.append(f"{mark} {i}. {TITLES[s]}")
+            listing.append(f"{mark} {i}. {TITLES[s]}\n", style="bold" if s is step else "")
             if s in state.done:
-                lines.append(f"     {state.done[s]}")
-        self.query_one("#wizard-steps", Static).update("\n".join(lines))
+                listing.append(f"     {state.done[s]}\n", style="dim")
+        self.query_one("#wizard-steps", Static).update(listing)
         holder = self.query_one("#wizard-pane", Vertical)
         holder.remove_children()
         if step is None:
