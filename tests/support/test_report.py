@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from appliance.trust.swtpm import Swtpm
 from appliance.trust.tpm import open_tpm
 from provisioning.__main__ import main as vendor_main
 from provisioning.report import verify_report
-from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import ADMIN_PASSWORD, running_swtpm
 
 
 @pytest.fixture
@@ -45,14 +43,8 @@ def report(rt: Runtime, tmp_path: Path) -> tuple[dict[str, Any], str]:
 
 @pytest.fixture
 def other_tpm() -> Iterator[Swtpm]:
-    top = Path(tempfile.mkdtemp(prefix="tpm", dir="/tmp"))
-    instance = Swtpm(top / "state", sock=top / "s")
-    instance.start()
-    try:
+    with running_swtpm() as instance:
         yield instance
-    finally:
-        instance.stop()
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def failed(doc: dict[str, Any], ak: str) -> set[str]:

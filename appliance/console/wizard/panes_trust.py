@@ -36,8 +36,8 @@ class TrustPane(StepPane):
     def compose(self) -> ComposeResult:
         again = self.prov.enrolled()
         yield Static(
-            "The keys are sealed already, but their recovery code was never confirmed (the "
-            "power failed?): a NEW recovery code replaces it." if again else
+            "The keys are sealed already (by `appliance run`, or before a power cut), but no "
+            "recovery code was confirmed here: a NEW recovery code replaces it." if again else
             f"Seal the box's keys to this TPM (PCRs {','.join(map(str, self.prov.config.pcrs))})."
             " A recovery code is shown ONCE.", id="trust-intro",
         )  # fmt: skip
