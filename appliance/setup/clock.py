@@ -68,7 +68,8 @@ def set_clock_command(when: datetime) -> list[str]:
 def on_the_box(config: Config) -> bool:
     """Whether this process runs on the appliance itself (its state folder, a TPM device), the
     only place the wizard may set the system clock: never a developer's or a test machine's."""
-    return config.state_dir == DEFAULT_STATE_DIR and not config.uses_embedded_swtpm()
+    hardware_tpm = not config.uses_embedded_swtpm() and config.device_tcti().startswith("device:")
+    return config.state_dir == DEFAULT_STATE_DIR and hardware_tpm
 
 
 def set_system_clock(when: datetime) -> None:
