@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Button, Input, RadioButton, RadioSet, Static
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from appliance.console.messages import SessionOpened
 from appliance.console.wizard.base import StepPane
@@ -29,6 +29,7 @@ class SitePane(StepPane):
         yield Static("Which clinic is this box for, and what is its name on the network?")
         yield Input(known.site if known else "", placeholder="site (clinic) name", id="site")
         box_id = known.box_id if known else self.prov.config.box_id
+        yield Label("box id (its host name in audit exports and health reports):")
         yield Input(box_id, placeholder="box id, e.g. clinic-a-box1", id="box-id")
         yield _buttons(Button("Save and continue", variant="primary", id="next"))
         yield self.error_line()
@@ -52,6 +53,7 @@ class NetworkPane(StepPane):
         with RadioSet(id="mode"):
             yield RadioButton("DHCP", value=True, id="dhcp")
             yield RadioButton("Static address", id="static")
+        yield Label("interface (name or pattern):")
         yield Input("en*", placeholder="interface name or pattern", id="interface")
         yield Input(placeholder="address with prefix, e.g. 192.168.10.20/24", id="address")
         yield Input(placeholder="gateway, e.g. 192.168.10.1", id="gateway")
@@ -79,6 +81,7 @@ class TimePane(StepPane):
 
     def compose(self) -> ComposeResult:
         yield Static("Time zone (zoneinfo name) and the clock.")
+        yield Label("time zone:")
         yield Input(self.prov.timezone(), placeholder="e.g. Europe/Berlin", id="tz")
         yield Static("", id="clock")
         can = self.prov.set_clock is not None
