@@ -1,6 +1,8 @@
-"""The console app: login, automatic logoff after idle time, the health dashboard.
+"""The console app: the first-boot wizard, login, automatic logoff after idle time, the dashboard.
 
 Built by :func:`create_app` from its backends; ``appliance console`` hands it the real ones.
+While the box has no account the wizard opens instead of the login; once one exists, an
+unfinished wizard resumes after a technician's or admin's login.
 Any key or mouse event resets the idle timer; after ``idle_timeout`` seconds the session is
 logged off through the identity service (audited) and the login screen returns with a notice.
 """
