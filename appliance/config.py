@@ -22,6 +22,8 @@ DEFAULT_STATE_DIR = Path("/var/lib/appliance")
 TPM_DEVICE = Path("/dev/tpmrm0")
 # Owner-defined NV index range (TPM 2.0 Part 2, 0x01000000-0x013FFFFF is owner space).
 DEFAULT_COUNTER_INDEX = 0x01500020
+# Written by the image's first boot (systemd-cryptenroll), shown once by the wizard, then deleted.
+DEFAULT_LUKS_RECOVERY_FILE = Path("/run/appliance/luks-recovery-key")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class Config:
     # Audit: HIPAA asks to keep documentation six years (164.316(b)(2)).
     audit_checkpoint_every: int = 100
     audit_retention_days: int = 6 * 365
+    # Provisioning: systemd-networkd files (None: <state>/network; the image links
+    # /etc/systemd/network to it) and the disk recovery key the wizard shows once.
+    network_dir: Path | None = None
+    luks_recovery_file: Path = DEFAULT_LUKS_RECOVERY_FILE
 
     @property
     def trust_dir(self) -> Path:
@@ -76,6 +82,16 @@ class Config:
     def models_dir(self) -> Path:
         """The encrypted model store (per-model A/B slots)."""
         return self.state_dir / "models"
+
+    @property
+    def network_folder(self) -> Path:
+        """Where the wizard writes the systemd-networkd ``.network`` files."""
+        return self.network_dir or self.state_dir / "network"
+
+    @property
+    def provisioning_dir(self) -> Path:
+        """The wizard's progress, site identity, time zone and self-test results."""
+        return self.state_dir / "provisioning"
 
     @property
     def swtpm_dir(self) -> Path:
@@ -183,6 +199,8 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _log_level,
     "box_id": _box_id,
     "dicom_in_run": _bool,
+    "network_dir": lambda _, v: Path(v).expanduser().absolute(),
+    "luks_recovery_file": lambda _, v: Path(v).expanduser().absolute(),
 }
 
 

@@ -57,7 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_repo(groups.add_parser("repo", help="the vendor repository"))
     _add_root(groups.add_parser("root", help="root metadata: keys, thresholds, expiry"))
     _add_bundle(groups.add_parser("bundle", help="signed model bundles"))
+    _add_report(groups.add_parser("report", help="health reports exported by boxes"))
     return p
+
+
+def _add_report(group: argparse.ArgumentParser) -> None:
+    sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    rv = sub.add_parser("verify", help="check a box's signed health report (TPM quote)")
+    rv.add_argument("file", type=Path, metavar="FILE", help="the health-*.json from the box")
+    rv.add_argument(
+        "--ak", required=True, metavar="SHA256",
+        help="the box's attestation key fingerprint, recorded when it was built",
+    )  # fmt: skip
+    rv.set_defaults(func=_cmd_report_verify)
+
+
+def _cmd_report_verify(args: argparse.Namespace) -> int:
+    from provisioning.report import load_report, verify_report
+
+    doc = load_report(args.file)
+    checks = verify_report(doc, args.ak)
+    for check in checks:
+        print(check)
+    box = doc.get("body", {}).get("box", {})
+    if all(c.ok for c in checks):
+        print(f"report of {box.get('box_id')} ({box.get('site')}), {box.get('created')}: VERIFIED")
+        return 0
+    print("report NOT verified: do not rely on anything in it; ask the site for a new export")
+    return 1
 
 
 def _add_keys(group: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,13 @@ from appliance.trust.tpm import Tpm, open_tpm
 @pytest.fixture
 def swtpm() -> Iterator[Swtpm]:
     """A fresh software TPM, stopped orderly after the test."""
+    with running_swtpm() as instance:
+        yield instance
+
+
+@contextlib.contextmanager
+def running_swtpm() -> Iterator[Swtpm]:
+    """A fresh software TPM for the block (a test that needs a second TPM calls this)."""
     # Unix socket paths are limited to 108 bytes: keep it short, outside pytest's tmp_path.
     top = Path(tempfile.mkdtemp(prefix="tpm", dir="/tmp"))
     instance = Swtpm(top / "state", sock=top / "s")

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.cli import audit_cmds, dicom_cmds, trust_cmds, update_cmds, users_cmds
+from appliance.cli import audit_cmds, dicom_cmds, health_cmds, trust_cmds, update_cmds, users_cmds
 from appliance.cli.common import Handler, load_session
 from appliance.config import Config, load_config
 from appliance.errors import ApplianceError, PermissionDeniedError, SessionExpiredError
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmds.register(sub)
     update_cmds.register(sub)
     dicom_cmds.register(sub)
+    health_cmds.register(sub)
     hw = sub.add_parser("hardware", help="what this box has, against its hardware profile")
     hw.set_defaults(func=cmd_hardware, entry="hardware")
     con = sub.add_parser("console", help="the technician's console: login, health dashboard")

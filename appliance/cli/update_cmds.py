@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
-from appliance.audit.records import AuditEvent, Outcome
 from appliance.cli.common import command
 from appliance.errors import ConfigError
 from appliance.identity.roles import Principal
 from appliance.runtime import Runtime
-from appliance.updates.agent import AgentPaths, Phase, ProgressEvent, import_vendor_root
+from appliance.updates.agent import Phase, ProgressEvent
 from appliance.updates.bundle import BUNDLE_SUFFIX
 
 
@@ -94,19 +92,15 @@ def cmd_rollback(args: argparse.Namespace, rt: Runtime, who: Principal | None) -
 
 
 def cmd_import_root(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
-    paths = AgentPaths(rt.config.updates_dir, rt.config.models_dir)
+    from appliance.updates.wiring import trust_vendor_root
+
     try:
         data = Path(args.root).read_bytes()
     except OSError as exc:
         raise ConfigError(
             f"cannot read {args.root}: {exc.strerror}.", "Check the USB stick is mounted."
         ) from exc
-    import_vendor_root(paths, data)
-    fingerprint = hashlib.sha256(data).hexdigest()
-    rt.audit.append(
-        AuditEvent.CONFIG_CHANGE, actor=_actor(who), outcome=Outcome.SUCCESS,
-        detail={"action": "import-vendor-root", "sha256": fingerprint},
-    )  # fmt: skip
+    fingerprint = trust_vendor_root(rt, data, _actor(who))
     print(f"vendor root trusted; SHA-256 {fingerprint}")
     return 0
 

@@ -1,4 +1,5 @@
-"""The Textual console on the box's screen or serial line: login, idle logoff, health dashboard.
+"""The Textual console on the box's screen or serial line: the first-boot wizard, login, idle
+logoff, the health dashboard, update import with a preview, the audit view, the health report.
 
 ``create_app(from_runtime(rt)).run()`` is all ``appliance console`` does.
 """

@@ -1,6 +1,8 @@
-"""The console app: login, automatic logoff after idle time, the health dashboard.
+"""The console app: the first-boot wizard, login, automatic logoff after idle time, the dashboard.
 
 Built by :func:`create_app` from its backends; ``appliance console`` hands it the real ones.
+While the box has no account the wizard opens instead of the login; once one exists, an
+unfinished wizard resumes after a technician's or admin's login.
 Any key or mouse event resets the idle timer; after ``idle_timeout`` seconds the session is
 logged off through the identity service (audited) and the login screen returns with a notice.
 """
@@ -12,10 +14,16 @@ from textual.app import App
 from textual.binding import Binding
 
 from appliance.console.backends import ConsoleBackends
-from appliance.console.messages import LoginSucceeded, LogoffRequested
+from appliance.console.messages import (
+    LoginSucceeded,
+    LogoffRequested,
+    SessionOpened,
+    WizardFinished,
+)
 from appliance.console.screens.dashboard import DashboardScreen
 from appliance.console.screens.login import LoginScreen
-from appliance.identity.roles import Principal
+from appliance.console.wizard.screen import WizardScreen
+from appliance.identity.roles import Principal, may_enter
 
 _ACTIVITY = (events.Key, events.MouseDown, events.MouseMove, events.MouseScrollDown,
              events.MouseScrollUp, events.Paste)  # fmt: skip
@@ -34,7 +42,11 @@ class ConsoleApp(App[None]):
         self.last_activity = backends.clock()
 
     def on_mount(self) -> None:
-        self.push_screen(LoginScreen(self.backends.identity))
+        prov = self.backends.provisioning
+        if prov is not None and prov.wizard_pending() and prov.needs_admin():
+            self.push_screen(WizardScreen(self.backends, None))  # first boot: nobody to log in
+        else:
+            self.push_screen(LoginScreen(self.backends.identity))
         self.set_interval(min(1.0, self.backends.idle_timeout / 5), self.log_off_if_idle)
 
     async def on_event(self, event: events.Event) -> None:
@@ -45,7 +57,22 @@ class ConsoleApp(App[None]):
     def on_login_succeeded(self, message: LoginSucceeded) -> None:
         self.principal = message.principal
         self.last_activity = self.backends.clock()
-        self.switch_screen(DashboardScreen(message.principal, self.backends))
+        prov = self.backends.provisioning
+        may_provision = may_enter(message.principal.role, "console:provision")
+        if prov is not None and may_provision and prov.wizard_pending():
+            self.switch_screen(WizardScreen(self.backends, message.principal))  # resume it
+        else:
+            self.switch_screen(DashboardScreen(message.principal, self.backends))
+
+    def on_session_opened(self, message: SessionOpened) -> None:
+        self.principal = message.principal
+        self.last_activity = self.backends.clock()
+
+    def on_wizard_finished(self, message: WizardFinished) -> None:
+        if message.principal is None:
+            self.switch_screen(LoginScreen(self.backends.identity))
+        else:
+            self.switch_screen(DashboardScreen(message.principal, self.backends))
 
     def on_logoff_requested(self, _message: LogoffRequested) -> None:
         self.log_off("You logged off.")

@@ -10,17 +10,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.audit.log import VerifyReport
 from appliance.audit.records import AuditRecord
 from appliance.console.gather import HealthSource
 from appliance.console.health import HealthReport
+from appliance.errors import ApplianceError
 from appliance.identity.roles import Principal
 from appliance.identity.service import IssuedToken
 from appliance.identity.store import BreakGlassUse
 from appliance.runtime import Runtime
 from appliance.updates.agent import AgentState, Phase, ProgressEvent
+from appliance.updates.preview import BundlePreview
+
+if TYPE_CHECKING:
+    from appliance.console.provision import Provisioning
 
 USB_DIR = Path("/run/appliance-usb")  # where the USB stick's bundles appear
 RECENT = 500  # how many of the newest audit records the audit view lists
@@ -57,6 +62,39 @@ def _no_export(_who: Principal, _folder: Path) -> tuple[Path, int]:
     raise NotImplementedError("this console has no audit log")
 
 
+def _no_report(_who: Principal, _folder: Path) -> tuple[Path, str]:
+    raise NotImplementedError("this console has no TPM to sign a health report")
+
+
+def _no_preview(bundle: Path) -> BundlePreview:
+    return BundlePreview(bundle.name, 0, problem="this console cannot look inside bundles")
+
+
+class _RuntimeIdentity:
+    """The runtime's identity service, opened at first use: it writes to the audit log, whose
+    key exists only once the wizard's TPM step has sealed it."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    def login(
+        self, username: str, password: str, *, reason: str | None = None
+    ) -> tuple[Principal, IssuedToken]:
+        return self._rt.identity.login(username, password, reason=reason)
+
+    def authenticate(self, token: str) -> Principal:
+        return self._rt.identity.authenticate(token)
+
+    def logout(self, principal: Principal, why: str = "logout") -> None:
+        self._rt.identity.logout(principal, why)
+
+    def unacknowledged_break_glass(self) -> list[BreakGlassUse]:
+        return self._rt.identity.unacknowledged_break_glass()
+
+    def acknowledge_break_glass(self, by: Principal, use_id: int) -> None:
+        self._rt.identity.acknowledge_break_glass(by, use_id)
+
+
 @dataclass(frozen=True)
 class ConsoleBackends:
     identity: Identity
@@ -70,6 +108,10 @@ class ConsoleBackends:
     audit_records: Callable[[], list[AuditRecord]] = field(default=lambda: [])
     audit_verify: Callable[[], VerifyReport] = _no_verify
     audit_export: AuditExporter = _no_export
+    # Provisioning (the wizard), bundle preview and the signed health report; slow: in workers.
+    provisioning: Provisioning | None = None
+    preview: Callable[[Path], BundlePreview] = _no_preview
+    health_export: Callable[[Principal, Path], tuple[Path, str]] = _no_report
 
 
 def from_runtime(
@@ -105,6 +147,27 @@ def from_runtime(
     def export(who: Principal, folder: Path) -> tuple[Path, int]:
         return export_audit(rt, who, folder)
 
+    def preview(bundle: Path) -> BundlePreview:
+        import openvino as ov
+
+        from appliance.trust.counter import TpmCounter
+        from appliance.updates.manifest import BoxProfile
+        from appliance.updates.preview import preview_bundle
+        from appliance.updates.verify import load_trusted_state
+
+        try:
+            trusted = load_trusted_state(rt.config.updates_dir / "trusted")
+            floor = TpmCounter(rt.tcti, rt.config.counter_index).read()
+        except ApplianceError as exc:
+            return BundlePreview(bundle.name, 0, problem=str(exc))
+        box = BoxProfile(ov.get_version(), frozenset(devices()))
+        return preview_bundle(bundle, trusted, floor, box)
+
+    def health_report(who: Principal, folder: Path) -> tuple[Path, str]:
+        from appliance.support.report import export_report
+
+        return export_report(rt, who.username, who.role.value, folder, devices=devices())
+
     source = HealthSource(
         config=rt.config,
         tcti=rt.tcti,
@@ -113,8 +176,12 @@ def from_runtime(
         identity=lambda: rt.identity,
         devices=devices,
     )
+    from appliance.console.provision import Provisioning
+    from appliance.setup import clock
+
+    setter = clock.set_system_clock if clock.on_the_box(rt.config) else None
     return ConsoleBackends(
-        identity=rt.identity,
+        identity=_RuntimeIdentity(rt),
         health=source,
         idle_timeout=rt.config.session_idle_minutes * 60.0,
         refresh_s=refresh_s,
@@ -123,6 +190,9 @@ def from_runtime(
         audit_records=recent_records,
         audit_verify=verify_chain,
         audit_export=export,
+        provisioning=Provisioning(rt, usb_dir, setter),
+        preview=preview,
+        health_export=health_report,
     )
 
 

@@ -12,7 +12,9 @@ from appliance.audit.records import AuditRecord
 from appliance.console.health import HealthReport
 from appliance.identity.roles import Principal
 from appliance.identity.store import BreakGlassUse
+from appliance.setup.progress import Step
 from appliance.updates.agent import AgentState, ProgressEvent
+from appliance.updates.preview import BundlePreview
 
 
 @dataclass
@@ -81,4 +83,53 @@ class AuditExported(Message):
 
     path: Path | None
     count: int = 0
+    error: str = ""
+
+
+@dataclass
+class WorkDone(Message):
+    """A wizard pane's worker finished: its result, or the appliance error's message and hint."""
+
+    tag: str
+    result: object
+    error: str = ""
+    hint: str = ""
+
+
+@dataclass
+class StepDone(Message):
+    """A wizard step completed durably; the wizard records it and opens the next one."""
+
+    step: Step
+    note: str
+
+
+@dataclass
+class SessionOpened(Message):
+    """The wizard created the first admin and logged it in (idle logoff applies from here)."""
+
+    principal: Principal
+
+
+@dataclass
+class WizardFinished(Message):
+    """Every step is done: the app shows the dashboard for ``principal``."""
+
+    principal: Principal | None
+
+
+@dataclass
+class PreviewReady(Message):
+    """The preview worker looked inside a bundle."""
+
+    bundle: Path
+    preview: BundlePreview
+
+
+@dataclass
+class ReportExported(Message):
+    """The health report worker wrote ``path`` (signed by the key ``fingerprint``) or failed."""
+
+    path: Path | None
+    fingerprint: str = ""
     error: str = ""

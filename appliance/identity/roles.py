@@ -46,6 +46,7 @@ class Permission(StrEnum):
     UPDATE_READ = "update.read"
     CONFIG_CHANGE = "config.change"
     HEALTH_READ = "health.read"
+    HEALTH_EXPORT = "health.export"  # the signed health report: inventory and PCRs leave the box
 
 
 P = Permission
@@ -68,6 +69,7 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             P.UPDATE_READ,
             P.CONFIG_CHANGE,
             P.HEALTH_READ,
+            P.HEALTH_EXPORT,
         }
     ),  # fmt: skip
     Role.TECHNICIAN: frozenset(
@@ -80,6 +82,7 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             P.UPDATE_INSTALL,
             P.UPDATE_READ,
             P.HEALTH_READ,
+            P.HEALTH_EXPORT,
         }
     ),  # fmt: skip
     Role.CLINICIAN: _CLINICAL,
@@ -110,6 +113,7 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "cli:update status": P.UPDATE_READ,
     "cli:update rollback": P.UPDATE_INSTALL,
     "cli:update import-root": P.UPDATE_INSTALL,
+    "cli:health report": P.HEALTH_EXPORT,
     "api:GET /v2/health/live": P.HEALTH_READ,
     "api:GET /v2/health/ready": P.HEALTH_READ,
     "api:GET /v2": P.HEALTH_READ,
@@ -127,6 +131,8 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "console:audit verify": P.AUDIT_VERIFY,
     "console:audit export": P.AUDIT_EXPORT,
     "console:break-glass ack": P.BREAK_GLASS_ACK,
+    "console:health report": P.HEALTH_EXPORT,
+    "console:provision": P.TRUST_ENROLL,  # resuming the wizard once the first admin exists
 }
 
 

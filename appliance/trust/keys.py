@@ -123,6 +123,18 @@ class KeyStore:
         log.info("trust: enrolled keys %s sealed to PCRs %s", ", ".join(keys), self.pcrs)
         return code
 
+    def new_recovery_code(self, tpm: Tpm) -> str:
+        """Wrap the sealed keys under a fresh recovery code (the old code stops working) and
+        return it to show once: for a code that was shown but never confirmed as written down,
+        e.g. when the power failed in between. Raises PcrMismatchError if the keys do not unseal.
+        """
+        keys = self.unseal_all(tpm)
+        code = recovery.generate_code()
+        wrap = recovery.wrap_keys(code, {str(k): v for k, v in keys.items()})
+        atomic_write(self.directory / RECOVERY_FILE, wrap.to_json())
+        log.info("trust: a new recovery code replaces the unconfirmed one")
+        return code
+
     def _seal_all(
         self, tpm: Tpm, keys: Mapping[KeyName, bytes], *value_sets: Mapping[int, bytes]
     ) -> None:

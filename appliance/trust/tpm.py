@@ -74,6 +74,18 @@ _COUNTER_ATTRS = (
     | TPMA_NV.NO_DA
     | (int(TPM2_NT.COUNTER) << int(TPMA_NV.TPM2_NT_SHIFT))
 )
+# The attestation key: a restricted ECC P-256 signing primary under the owner hierarchy. Derived
+# from the owner seed and this template alone, it is the same key on every call (its fingerprint
+# identifies the box's TPM to the vendor) and never stored.
+_AK_ATTRS = (
+    TPMA_OBJECT.RESTRICTED
+    | TPMA_OBJECT.SIGN_ENCRYPT
+    | TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.NODA
+)
 _TPMA_PERMANENT_IN_LOCKOUT = 1 << 9
 _SESSION_SYM = TPMT_SYM_DEF(algorithm=TPM2_ALG.AES)
 _SESSION_SYM.keyBits.aes = 128
@@ -87,6 +99,16 @@ class SealedBlob:
 
     public: bytes
     private: bytes
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A TPM2_Quote and what it needs to be checked, as TPM marshalled bytes."""
+
+    attest: bytes  # TPMS_ATTEST: magic, qualifying data, clock, PCR selection and digest
+    signature: bytes  # TPMT_SIGNATURE (ECDSA P-256 over SHA-256 of ``attest``)
+    ak_public: bytes  # TPM2B_PUBLIC of the attestation key
+    pcrs: dict[int, bytes]  # the SHA-256 PCR values read right after the quote
 
 
 @dataclass(frozen=True)
@@ -256,6 +278,29 @@ class Tpm:
             for pcr, digest in zip(got, digests, strict=True):
                 out[pcr] = bytes(digest)
         return out
+
+    def quote(self, pcrs: Sequence[int], qualifying_data: bytes) -> Quote:
+        """Quote the SHA-256 ``pcrs`` with the owner-hierarchy attestation key, binding
+        ``qualifying_data`` (at most 32 bytes, e.g. a report's SHA-256) into the signed data."""
+        template = TPM2B_PUBLIC.parse(
+            alg="ecc256:ecdsa-sha256:null", objectAttributes=_AK_ATTRS, nameAlg="sha256"
+        )
+        ak, public, *_ = wrap_tss(
+            "create the attestation key",
+            lambda: self._esapi.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER),
+        )
+        try:
+            attest, signature = wrap_tss(
+                "quote the PCRs", lambda: self._esapi.quote(ak, _selection(pcrs), qualifying_data)
+            )
+        finally:
+            self._flush(ak)
+        return Quote(
+            attest=bytes(attest.marshal()[2:]),
+            signature=bytes(signature.marshal()),
+            ak_public=bytes(public.marshal()),
+            pcrs=self.pcr_read(pcrs),
+        )
 
     def pcr_extend(self, pcr: int, digest: bytes) -> None:
         """Extend ``pcr`` in the SHA-256 bank with ``digest``."""

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 
+from appliance.audit.records import AuditEvent, Outcome
 from appliance.runtime import Runtime
 from appliance.trust import core
 from appliance.trust.counter import TpmCounter
 from appliance.trust.keys import KeyName
 from appliance.trust.tpm import open_tpm
-from appliance.updates.agent import AgentPaths, Phase, ProgressEvent, UpdateAgent
+from appliance.updates.agent import (
+    AgentPaths,
+    Phase,
+    ProgressEvent,
+    UpdateAgent,
+    import_vendor_root,
+)
 from appliance.updates.manifest import MODEL_BIN, MODEL_XML, BoxProfile, Manifest
 
 CRASH_HOOK = "APPLIANCE_UPDATE_CRASH_AFTER"  # fault injection for the power-cut tests only
@@ -55,3 +63,15 @@ def make_agent(
         on_progress=on_progress,
         crash_after=Phase(crash) if crash else None,
     )
+
+
+def trust_vendor_root(rt: Runtime, data: bytes, actor: str) -> str:
+    """Make ``data`` the vendor root this box trusts (checked first), audit it; returns its
+    SHA-256, the fingerprint the technician compares with the vendor's."""
+    import_vendor_root(AgentPaths(rt.config.updates_dir, rt.config.models_dir), data)
+    fingerprint = hashlib.sha256(data).hexdigest()
+    rt.audit.append(
+        AuditEvent.CONFIG_CHANGE, actor=actor, outcome=Outcome.SUCCESS,
+        detail={"action": "import-vendor-root", "sha256": fingerprint},
+    )  # fmt: skip
+    return fingerprint

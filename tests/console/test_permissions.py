@@ -27,8 +27,8 @@ NURSE_PASSWORD = "quiet river under green lamps"
 
 @pytest.mark.parametrize(
     ("key", "notice"),
-    [("u", "technician or admin"), ("a", "auditor or admin")],
-    ids=["update", "audit"],
+    [("u", "technician or admin"), ("a", "auditor or admin"), ("h", "technician or admin")],
+    ids=["update", "audit", "health-report"],
 )
 def test_a_clinician_cannot_open_the_screen(
     backends: ConsoleBackends, runtime: Runtime, key: str, notice: str

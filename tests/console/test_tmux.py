@@ -79,3 +79,23 @@ def test_admin_logs_in_sees_the_dashboard_and_quits(
         time.sleep(0.2)
     assert done.exists(), "the console did not end after ctrl+q"
     assert done.read_text().strip() == "0"
+
+
+def test_a_fresh_box_opens_the_wizard_in_a_real_terminal(
+    config: Config, session: str, tmp_path: Path
+) -> None:
+    """`appliance console` on a box with no keys and no account: the wizard, not the login."""
+    command = (
+        f"{sys.executable} -m appliance.cli --state-dir {config.state_dir} "
+        f"--tcti {config.tcti} console"
+    )
+    env_args = ["-e", "APPLIANCE_CONFIG=/nonexistent", "-e", f"HOME={tmp_path / 'home'}"]
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", *env_args, command)
+    wait_for(session, "step 1 of 8, Site and box identity")
+    for keys in (["-l", "Clinic A"], ["Tab"], ["C-u"], ["-l", "clinic-a-box1"], ["Tab"],
+                 ["Enter"]):  # fmt: skip
+        tmux("send-keys", "-t", session, *keys)
+        time.sleep(0.3)
+    screen = wait_for(session, "step 2 of 8, Network")
+    assert "Clinic A / clinic-a-box1" in screen
+    tmux("send-keys", "-t", session, "C-q")

@@ -54,14 +54,19 @@ async def open_update(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
-async def install(pilot: Pilot[None], name: str) -> None:
+async def select_bundle(pilot: Pilot[None], name: str) -> None:
+    """Choose a bundle on the update screen; its preview dialog opens."""
     assert showing(pilot, UpdateScreen)
     screen = cast(UpdateScreen, pilot.app.screen)
     listing = screen.query_one("#bundles", ListView)
     listing.focus()
     listing.index = [p.name for p in screen.bundles].index(name)
     await pilot.press("enter")
-    await pilot.pause()
+    await settle(pilot)
+
+
+async def install(pilot: Pilot[None], name: str) -> None:
+    await select_bundle(pilot, name)
     await pilot.click("#yes")
     await settle(pilot)
     await settle(pilot)

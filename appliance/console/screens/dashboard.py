@@ -15,12 +15,15 @@ from textual.widgets import Footer, Label, Sparkline, Static
 from appliance.console.backends import ConsoleBackends
 from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.health import HealthReport
-from appliance.console.messages import HealthGathered, LogoffRequested
+from appliance.console.messages import HealthGathered, LogoffRequested, ReportExported
 from appliance.console.screens.audit import NEEDS_ROLE as NEEDS_AUDIT_ROLE
 from appliance.console.screens.audit import AuditScreen, may_read
 from appliance.console.screens.update import NEEDS_ROLE, UpdateScreen, may_install
 from appliance.console.widgets import panels
-from appliance.identity.roles import Principal
+from appliance.errors import ApplianceError
+from appliance.identity.roles import Principal, may_enter
+
+NEEDS_REPORT_ROLE = "Exporting the health report needs a technician or admin account."
 
 PANELS: dict[str, tuple[str, Callable[[HealthReport], Text]]] = {
     "trust": ("Trust / TPM", panels.trust),
@@ -36,6 +39,7 @@ class DashboardScreen(Screen[None]):
         Binding("r", "refresh_now", "Refresh"),
         Binding("u", "update", "Update from USB"),
         Binding("a", "audit", "Audit"),
+        Binding("h", "health_report", "Health report to USB"),
         Binding("ctrl+l", "log_off", "Log off"),
     ]
 
@@ -112,6 +116,35 @@ class DashboardScreen(Screen[None]):
             self.notify(NEEDS_AUDIT_ROLE, title="Not allowed", severity="error")
             return
         self.app.push_screen(AuditScreen(self.principal, self.backends))
+
+    def action_health_report(self) -> None:
+        if not may_enter(self.principal.role, "console:health report"):
+            self.notify(NEEDS_REPORT_ROLE, title="Not allowed", severity="error")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.export_report()
+
+        question = (f"Write a TPM-signed health report (devices, versions, PCRs, self-test; no "
+                    f"patient data) to {self.backends.usb_dir}?")  # fmt: skip
+        self.app.push_screen(ConfirmDialog(question, yes="Export"), answered)
+
+    @work(thread=True, exclusive=True, group="report")
+    def export_report(self) -> None:
+        try:
+            path, key = self.backends.health_export(self.principal, self.backends.usb_dir)
+        except (ApplianceError, OSError) as exc:
+            self.post_message(ReportExported(None, error=str(exc)))
+        else:
+            self.post_message(ReportExported(path, key))
+
+    def on_report_exported(self, message: ReportExported) -> None:
+        if message.path is None:
+            self.notify(message.error, title="Health report not written", severity="error")
+        else:
+            self.notify(f"{message.path.name}, signed by attestation key "
+                        f"{message.fingerprint[:16]}…", title="Health report written")  # fmt: skip
 
     def action_log_off(self) -> None:
         def answered(yes: bool | None) -> None:

@@ -12,8 +12,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, ListItem, ListView, ProgressBar, Static
 
 from appliance.console.backends import ConsoleBackends
-from appliance.console.dialogs.confirm import ConfirmDialog
-from appliance.console.messages import UpdateFinished, UpdateProgressed
+from appliance.console.dialogs.bundle import BundleDialog
+from appliance.console.messages import PreviewReady, UpdateFinished, UpdateProgressed
 from appliance.errors import ApplianceError
 from appliance.identity.roles import Principal, may_enter
 from appliance.updates.agent import AgentState, Phase, ProgressEvent
@@ -61,6 +61,7 @@ class UpdateScreen(Screen[None]):
         self.principal = principal
         self.usb_dir = backends.usb_dir
         self.installer = backends.installer
+        self.preview = backends.preview
         self.bundles: list[Path] = []
         self.busy = False
 
@@ -92,14 +93,22 @@ class UpdateScreen(Screen[None]):
         index = event.list_view.index
         if self.busy or index is None or index >= len(self.bundles):
             return
-        bundle = self.bundles[index]
+        self.query_one("#phase", Static).update(f"looking inside {self.bundles[index].name}…")
+        self.look_inside(self.bundles[index])
+
+    @work(thread=True, exclusive=True, group="preview")
+    def look_inside(self, bundle: Path) -> None:
+        """Read the bundle's metadata and manifest in a thread; the dialog comes by message."""
+        self.post_message(PreviewReady(bundle, self.preview(bundle)))
+
+    def on_preview_ready(self, message: PreviewReady) -> None:
+        self.query_one("#phase", Static).update("Check what the bundle holds, then confirm.")
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.start_install(bundle)
+                self.start_install(message.bundle)
 
-        question = f"Install {bundle.name}? The model goes live only if it validates."
-        self.app.push_screen(ConfirmDialog(question, yes="Install"), answered)
+        self.app.push_screen(BundleDialog(message.preview), answered)
 
     def start_install(self, bundle: Path) -> None:
         if not may_install(self.principal):

@@ -1,0 +1,77 @@
+"""Time zone and clock: the zone is checked against the zoneinfo database and kept in the state
+folder (the image links ``/etc/localtime`` to ``<state>/provisioning/localtime``); the system clock
+is set with ``timedatectl set-time``, only on the box itself."""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from datetime import datetime
+from pathlib import Path
+
+from appliance.config import DEFAULT_STATE_DIR, Config
+from appliance.errors import ConfigError
+from appliance.fsutil import atomic_write, fsync_dir
+from appliance.run import run
+
+ZONEINFO = Path("/usr/share/zoneinfo")
+CLOCK_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def check_timezone(name: str) -> str:
+    """``name`` if it is a zone of the zoneinfo database; ConfigError otherwise."""
+    name = name.strip()
+    if name not in zoneinfo.available_timezones():
+        close = sorted(z for z in zoneinfo.available_timezones() if name and name.lower()
+                       in z.lower())[:3]  # fmt: skip
+        hint = f"Did you mean {', '.join(close)}?" if close else "Use a name like Europe/Berlin."
+        raise ConfigError(f"{name!r} is not a time zone of the zoneinfo database.", hint)
+    return name
+
+
+def save_timezone(config: Config, name: str) -> Path:
+    """Record the zone: ``timezone`` (its name) and ``localtime`` (a link into zoneinfo)."""
+    name = check_timezone(name)
+    folder = config.provisioning_dir
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(folder / "timezone", f"{name}\n".encode(), mode=0o644)
+    link, tmp = folder / "localtime", folder / ".localtime.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(ZONEINFO / name, tmp)
+    tmp.replace(link)  # a link is swapped in one rename, like a file
+    fsync_dir(folder)
+    return link
+
+
+def saved_timezone(config: Config) -> str | None:
+    try:
+        return (config.provisioning_dir / "timezone").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def parse_clock(text: str) -> datetime:
+    """A wall-clock time typed as ``YYYY-MM-DD HH:MM[:SS]`` (in the box's time zone)."""
+    text = " ".join(text.split())
+    for fmt in (CLOCK_FORMAT, "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    raise ConfigError(f"{text!r} is not a date and time.", "Write it as 2026-11-27 14:05.")
+
+
+def set_clock_command(when: datetime) -> list[str]:
+    return ["timedatectl", "set-time", when.strftime(CLOCK_FORMAT)]
+
+
+def on_the_box(config: Config) -> bool:
+    """Whether this process runs on the appliance itself (its state folder, a TPM device), the
+    only place the wizard may set the system clock: never a developer's or a test machine's."""
+    hardware_tpm = not config.uses_embedded_swtpm() and config.device_tcti().startswith("device:")
+    return config.state_dir == DEFAULT_STATE_DIR and hardware_tpm
+
+
+def set_system_clock(when: datetime) -> None:
+    """Set the clock through systemd (raises CommandError, e.g. while NTP sync is on)."""
+    run(set_clock_command(when), timeout=10)

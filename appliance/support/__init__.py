@@ -1,0 +1,1 @@
+"""Support: the signed health report a technician exports to USB for the vendor."""
