@@ -13,7 +13,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from appliance.config import Config
@@ -27,9 +26,6 @@ if TYPE_CHECKING:
     from appliance.api.server import ApiServer
     from appliance.dicom.service import DicomService
 
-# On the box, /run/appliance is made by the image's data-volume script (memory only, group
-# appliance); the console's provisioning wizard shows what is handed here once, then deletes it.
-RECOVERY_HANDOVER = Path("/run/appliance/trust-recovery-code")
 log = logging.getLogger(__name__)
 
 
@@ -88,25 +84,22 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
 
 
 def _hand_over_recovery_code(code: str, out: TextIO, say: Callable[[str], None]) -> None:
-    """Show the first start's recovery code once: on the terminal, or (a service, whose output
-    goes to the journal) in a memory-only file that the console's provisioning shows and deletes.
+    """Show the first start's recovery code once, on a terminal only.
+
+    Under systemd the output goes to the journal, where a recovery code must never be: there the
+    console's provisioning wizard issues a new code (``KeyStore.new_recovery_code``), shows it
+    once and asks the technician to confirm it, which makes this one void.
     """
-    if out.isatty() or not RECOVERY_HANDOVER.parent.is_dir():
+    if out.isatty() or not _under_systemd():
         say("first start: keys enrolled. Recovery code, shown ONCE, write it down:")
         say(f"    {code}")
         return
-    try:
-        fd = os.open(RECOVERY_HANDOVER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
-        try:
-            os.write(fd, code.encode() + b"\n")
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        say(f"first start: keys enrolled; the recovery code could not be handed to the console "
-            f"({exc.strerror}). Run `appliance trust enroll` again after a reset.")  # fmt: skip
-        return
-    say(f"first start: keys enrolled; the recovery code waits in {RECOVERY_HANDOVER} for the "
-        "console's provisioning, which shows it once (never in the journal)")  # fmt: skip
+    say("first start: keys enrolled; the console's provisioning shows the recovery code "
+        "(never in the journal)")  # fmt: skip
+
+
+def _under_systemd() -> bool:
+    return "INVOCATION_ID" in os.environ
 
 
 def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:
