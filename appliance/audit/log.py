@@ -14,17 +14,26 @@ opens the next file with ``prev`` = that checkpoint's hash); write the line with
 on an ``O_APPEND`` descriptor; ``fsync`` the file (and the folder for a new file); replace
 head.json atomically. Only then does ``append`` return: the record is acknowledged.
 
+**A group commit** (``append_many``, driven by :class:`appliance.audit.group.GroupAuditor`) does
+the same for many records at once: one lock, one ``os.write`` of all their lines, one ``fsync``,
+one head. Each record carries a batch MAC binding its hash to the seq that opened its batch, so
+that after a crash the records of the one batch that never got its head can be told from forged
+or older ones (ADR 0006). A checkpoint due inside a batch closes the batch first: the TPM counter
+is still advanced only after its checkpoint is durable and acknowledged.
+
 **Checkpoints** carry ``anchor`` = the TPM counter + 1 and a MAC; the record is made durable and
 the head moved *before* the counter is advanced, so a crash in between leaves the log one ahead
 of the TPM (a warning, confirmed by the next checkpoint) and never behind it (which would read as
 a rollback).
 
-**Torn-line policy.** A crash (kill -9, power cut, disk full) can leave at most one
-unacknowledged line after the head: a complete record whose head update never happened, or a
-partial line. ``verify`` reports that as a *warning*, not tampering; the next append truncates it
-away (logging a warning) before writing, since nothing acknowledged depends on it. More than one
-line after the head is not the trace of a crash: ``verify`` reports an error and ``append``
-refuses to touch the log.
+**Torn-line policy.** A crash (kill -9, power cut, disk full) can leave after the head either at
+most one unacknowledged line (a complete record whose head update never happened, or a partial
+line), or the records of the one group commit that was being written (each with a valid batch MAC
+for the seq after the head), perhaps followed by a partial line. ``verify`` reports that as a
+*warning*, not tampering. The next append removes a lone line without batch MAC and keeps (moves
+the head over) the records of the batch, which only the key could have made, cutting any partial
+line; logging a warning either way. Anything else after the head is not the trace of a crash:
+``verify`` reports an error and ``append`` refuses to touch the log.
 
 **What an attacker with root but without the audit key can do.** The key is sealed in the TPM
 and only held in memory by the running appliance; the records hold no PHI (subjects are keyed
@@ -51,9 +60,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +80,8 @@ from appliance.audit.records import (
     RawLine,
     RecordFormatError,
     Severity,
+    _without,
+    batch_mac,
     file_name,
     file_number,
     format_time,
@@ -77,6 +89,7 @@ from appliance.audit.records import (
     make_record,
     parse_head,
     parse_record,
+    record_hash,
     sign_head,
 )
 from appliance.audit.verify import Problem, verify_chain
@@ -122,7 +135,9 @@ class VerifyReport:
 
 
 @dataclass(frozen=True)
-class _Draft:
+class AuditDraft:
+    """An event to record, checked and with its subject already hashed (see AuditLog.draft)."""
+
     event: AuditEvent
     outcome: Outcome
     actor: str
@@ -274,15 +289,46 @@ class AuditLog:
         StorageError when the record could not be made durable (the action must not go ahead),
         ValueError for a value that cannot be stored (or for CHECKPOINT: use :meth:`checkpoint`).
         """
+        draft = self.draft(
+            event, actor=actor, outcome=outcome, role=role, subject=subject, model=model,
+            detail=detail, flagged=flagged,
+        )  # fmt: skip
+        return self.append_many([draft])[0]
+
+    def draft(
+        self,
+        event: AuditEvent,
+        *,
+        actor: str,
+        outcome: Outcome,
+        role: str | None = None,
+        subject: str | None = None,
+        model: str | None = None,
+        detail: Mapping[str, DetailValue] | None = None,
+        flagged: bool = False,
+    ) -> AuditDraft:
+        """The event checked and its subject hashed, ready for :meth:`append_many`.
+
+        Raises ValueError for a value that cannot be stored (or for CHECKPOINT).
+        """
         if event is AuditEvent.CHECKPOINT:
             raise ValueError("checkpoints are written by AuditLog.checkpoint()")
         hashed = None if subject is None else hash_subject(self._key, subject)
-        draft = _Draft(event, outcome, actor, role, hashed, model, detail, flagged)
+        draft = AuditDraft(event, outcome, actor, role, hashed, model, detail, flagged)
         # Refuse a bad value before the lock, so that it cannot leave a checkpoint behind.
         make_record(seq=1, time=format_time(self._clock()), prev=GENESIS, **vars(draft))
+        return draft
+
+    def append_many(self, drafts: Sequence[AuditDraft]) -> list[AuditRecord]:
+        """Record the events in order with one write and one fsync (a group commit).
+
+        Every record is on stable storage, and named by the signed head, when this returns.
+        Raises StorageError when they could not be made durable: then none is acknowledged.
+        """
+        if not drafts:
+            return []
         with _flock(self.directory, shared=False):
-            record, _ = self._write(self._load(), draft)
-        return record
+            return self._write_batch(self._load(), drafts)
 
     def checkpoint(self) -> AuditRecord:
         """Append a signed CHECKPOINT bound to the next TPM counter value, then advance it.
@@ -337,7 +383,7 @@ class AuditLog:
                     "last_deleted_hash": last.hash,
                     "retention_days": self._retention.days,
                 }
-                draft = _Draft(AuditEvent.RETENTION_PRUNE, Outcome.SUCCESS, SYSTEM_ACTOR)
+                draft = AuditDraft(AuditEvent.RETENTION_PRUNE, Outcome.SUCCESS, SYSTEM_ACTOR)
                 _, head = self._write(head, replace(draft, detail=detail))
             if expired:
                 self._checkpoint(head)
@@ -352,7 +398,7 @@ class AuditLog:
     # -- internals: all run under the exclusive lock --------------------------------------------
 
     def _write(
-        self, head: Head, draft: _Draft, anchor: int | None = None
+        self, head: Head, draft: AuditDraft, anchor: int | None = None
     ) -> tuple[AuditRecord, Head]:
         """Write one record after ``head``; return it and the new head."""
         checkpoint = draft.event is AuditEvent.CHECKPOINT
@@ -365,7 +411,7 @@ class AuditLog:
             name = file_name(file_number(head.file) + 1)
         record = make_record(
             seq=head.seq + 1, time=format_time(self._clock()), prev=head.hash,
-            anchor=anchor, key=self._key, **vars(draft),
+            anchor=anchor, key=self._key, batch_start=head.seq + 1, **vars(draft),
         )  # fmt: skip
         size = _write_line(self.directory / name, record.to_line())
         new_head = sign_head(
@@ -375,10 +421,40 @@ class AuditLog:
         atomic_write(self.directory / HEAD_NAME, new_head.to_bytes())
         return record, new_head
 
+    def _write_batch(self, head: Head, drafts: Sequence[AuditDraft]) -> list[AuditRecord]:
+        """Write ``drafts`` after ``head``: one write, fsync and head per run of records that
+        shares a file and needs no checkpoint in between (a due checkpoint closes the run)."""
+        out: list[AuditRecord] = []
+        while len(out) < len(drafts):
+            due = head.seq - head.checkpoint >= self._every
+            full = head.size >= self._max_bytes and head.checkpoint != head.seq
+            if head.seq > 0 and (due or full):
+                _, head = self._checkpoint(head)
+            name, size = head.file, head.size
+            if head.size >= self._max_bytes:
+                name, size = file_name(file_number(head.file) + 1), 0
+            seq, prev, start = head.seq, head.hash, head.seq + 1
+            lines: list[bytes] = []
+            now = format_time(self._clock())
+            for draft in drafts[len(out) :]:
+                if lines and (seq - head.checkpoint >= self._every or size >= self._max_bytes):
+                    break
+                record = make_record(seq=seq + 1, time=now, prev=prev, key=self._key,
+                                     batch_start=start, **vars(draft))  # fmt: skip
+                line = record.to_line()
+                lines.append(line)
+                out.append(record)
+                seq, prev, size = record.seq, record.hash, size + len(line)
+            size = _write_line(self.directory / name, b"".join(lines))
+            head = sign_head(self._key, seq=seq, hash=prev, file=name, size=size,
+                             checkpoint=head.checkpoint)  # fmt: skip
+            atomic_write(self.directory / HEAD_NAME, head.to_bytes())
+        return out
+
     def _checkpoint(self, head: Head) -> tuple[AuditRecord, Head]:
         target = None if self._anchor is None else self._anchor.read() + 1
         detail = {"previous": head.checkpoint}
-        draft = _Draft(AuditEvent.CHECKPOINT, Outcome.SUCCESS, SYSTEM_ACTOR, detail=detail)
+        draft = AuditDraft(AuditEvent.CHECKPOINT, Outcome.SUCCESS, SYSTEM_ACTOR, detail=detail)
         record, head = self._write(head, draft, anchor=target)
         if self._anchor is not None:
             value = self._anchor.advance()
@@ -407,11 +483,11 @@ class AuditLog:
         head = self._read_head(files)
         if not (self.directory / HEAD_NAME).exists():
             atomic_write(self.directory / HEAD_NAME, head.to_bytes())
-        self._repair(head, files)
-        return head
+        return self._repair(head, files)
 
-    def _repair(self, head: Head, files: list[str]) -> None:
-        """Cut the one line a crash may leave after the head; refuse when there is more."""
+    def _repair(self, head: Head, files: list[str]) -> Head:
+        """Deal with what a crash may leave after the head: keep the records of one group commit
+        (moving the head over them), cut one line without batch MAC; refuse anything else."""
         path = self.directory / head.file
         # Only the bytes after the head matter here: reading the whole file on every append
         # made appends slower as the file grew toward rotation (2 ms more at 8 MiB).
@@ -421,7 +497,10 @@ class AuditLog:
         if size < head.size:
             raise StorageError(f"{path} is shorter than its signed head.", _TAMPER_HINT)
         if not residue and not later:
-            return
+            return head
+        adopted = self._adopt(head, [(path, head.size, tail)] + [(p, 0, _read(p)) for p in later])
+        if adopted is not None:
+            return adopted
         rotated = [self.directory / file_name(file_number(head.file) + 1)]
         if later not in ([], rotated) or len(_split_lines(residue)) > 1:
             raise StorageError(
@@ -439,6 +518,60 @@ class AuditLog:
         except OSError as exc:
             raise StorageError(f"cannot repair the audit log: {exc.strerror}.", _DISK_HINT) from exc
         log.warning("audit: removed %d unacknowledged bytes after the head", len(residue))
+        return head
+
+    def _adopt(self, head: Head, pieces: list[tuple[Path, int, bytes]]) -> Head | None:
+        """The head moved over the records of the one batch a crash left after ``head``, or
+        None when the residue is not that (no complete record, or one that is not of the batch).
+
+        Each piece is (file, offset of its data, data after the head). A partial last line is
+        cut; a file holding nothing but it is removed.
+        """
+        seq, prev, last = head.seq, head.hash, None
+        torn: tuple[Path, int] | None = None
+        for path, start, data in pieces:
+            pos = start
+            for raw in _split_lines(data):
+                if torn is not None:
+                    return None  # a partial line that is not the last one
+                if not raw.endswith(b"\n"):
+                    torn = (path, pos)
+                    continue
+                record = _try_parse(raw)
+                if record is None or not self._of_batch(record, raw, seq, prev, head.seq + 1):
+                    return None
+                pos += len(raw)
+                seq, prev, last = record.seq, record.hash, (path, pos)
+        if last is None:
+            return None
+        try:
+            if torn is not None:
+                if torn[0] == last[0]:
+                    with torn[0].open("r+b") as fh:
+                        fh.truncate(torn[1])
+                        os.fsync(fh.fileno())
+                else:
+                    torn[0].unlink()
+                    fsync_dir(self.directory)
+        except OSError as exc:
+            raise StorageError(f"cannot repair the audit log: {exc.strerror}.", _DISK_HINT) from exc
+        new_head = sign_head(self._key, seq=seq, hash=prev, file=last[0].name, size=last[1],
+                             checkpoint=head.checkpoint)  # fmt: skip
+        atomic_write(self.directory / HEAD_NAME, new_head.to_bytes())
+        log.warning("audit: kept records %d to %d of a group commit cut short by a crash",
+                    head.seq + 1, seq)  # fmt: skip
+        return new_head
+
+    def _of_batch(self, record: AuditRecord, raw: bytes, seq: int, prev: str, start: int) -> bool:
+        """Whether ``record`` (stored as ``raw``) is seq ``seq + 1`` after ``prev``, intact and
+        written with the key by the group commit that opened at ``start``."""
+        return (
+            record.to_line() == raw and record.seq == seq + 1 and record.prev == prev
+            and record.event is not AuditEvent.CHECKPOINT and record.anchor is None
+            and record.mac is not None
+            and record_hash(prev, _without(record, "hash", "mac")) == record.hash
+            and hmac.compare_digest(batch_mac(self._key, record.hash, start), record.mac)
+        )  # fmt: skip
 
     def _expired(self, head: Head, cutoff: datetime) -> list[tuple[str, AuditRecord]]:
         """The oldest files, before the head's, whose newest record is older than ``cutoff``."""
