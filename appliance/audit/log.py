@@ -58,19 +58,26 @@ the current TPM counter; only exported copies protect against that. Each log nee
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hmac
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from appliance.audit.files import (
+    DISK_HINT,
+    HEAD_NAME,
+    TAMPER_HINT,
+    flock,
+    log_files,
+    read_file,
+    repair_tail,
+    split_lines,
+    try_parse,
+    write_line,
+)
 from appliance.audit.records import (
-    FILE_PATTERN,
     GENESIS,
     AuditEvent,
     AuditRecord,
@@ -80,16 +87,12 @@ from appliance.audit.records import (
     RawLine,
     RecordFormatError,
     Severity,
-    _without,
-    batch_mac,
     file_name,
     file_number,
     format_time,
     hash_subject,
     make_record,
     parse_head,
-    parse_record,
-    record_hash,
     sign_head,
 )
 from appliance.audit.verify import Problem, verify_chain
@@ -98,14 +101,7 @@ from appliance.fsutil import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
-HEAD_NAME = "head.json"
-LOCK_NAME = ".lock"
 SYSTEM_ACTOR = "appliance"
-_TAMPER_HINT = (
-    "The audit log may have been tampered with: run `appliance audit verify`, keep the folder "
-    "as it is and call the vendor's support."
-)
-_DISK_HINT = "Check that the state partition is mounted read-write and not damaged."
 
 
 class CheckpointAnchor(Protocol):
@@ -150,91 +146,6 @@ class AuditDraft:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}.", _DISK_HINT) from exc
-
-
-def _tail(path: Path, offset: int) -> tuple[int, bytes]:
-    """The file's size and its bytes from ``offset`` on ((0, b"") for a missing file)."""
-    try:
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            fh.seek(min(offset, size))
-            return size, fh.read()
-    except FileNotFoundError:
-        return 0, b""
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}.", _DISK_HINT) from exc
-
-
-def _log_files(directory: Path) -> list[str]:
-    try:
-        names = [n for n in os.listdir(directory) if FILE_PATTERN.fullmatch(n)]
-    except FileNotFoundError:
-        return []
-    return sorted(names, key=file_number)
-
-
-def _split_lines(data: bytes) -> list[bytes]:
-    """Lines with their ``\\n``; a last line without one is kept as is (a torn write)."""
-    lines = [line + b"\n" for line in data.split(b"\n")]
-    lines[-1] = lines[-1][:-1]
-    return lines if lines[-1] else lines[:-1]
-
-
-@contextlib.contextmanager
-def _flock(directory: Path, *, shared: bool) -> Iterator[None]:
-    """Hold ``.lock``; a reader on a read-only copy of the folder goes without."""
-    fd = None
-    try:
-        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if not shared:
-            raise StorageError(
-                f"the audit log folder {directory} is not writable: {exc.strerror}.",
-                "Check the state partition is mounted read-write.",
-            ) from exc
-    if fd is None:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _write_line(path: Path, line: bytes) -> int:
-    """Append ``line`` durably with one write; return the file's new size."""
-    new = not path.exists()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            written = os.write(fd, line)
-            os.fsync(fd)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if new:
-            fsync_dir(path.parent)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot write the audit log {path}: {exc.strerror}.",
-            "The action was not recorded and must not go ahead; check that the state partition "
-            "is writable and not full.",
-        ) from exc
-    if written != len(line):
-        raise StorageError(
-            f"the audit log {path} took only {written} of {len(line)} bytes (disk full?).",
-            "The action was not recorded and must not go ahead; free space on the state "
-            "partition.",
-        )
-    return size
 
 
 class AuditLog:
@@ -327,7 +238,7 @@ class AuditLog:
         """
         if not drafts:
             return []
-        with _flock(self.directory, shared=False):
+        with flock(self.directory, shared=False):
             return self._write_batch(self._load(), drafts)
 
     def checkpoint(self) -> AuditRecord:
@@ -335,7 +246,7 @@ class AuditLog:
 
         Raises StorageError (disk) or TrustError (TPM) when it could not be completed.
         """
-        with _flock(self.directory, shared=False):
+        with flock(self.directory, shared=False):
             record, _ = self._checkpoint(self._load())
         return record
 
@@ -347,9 +258,9 @@ class AuditLog:
         Reads without holding the lock (up to the head read at the start). Raises StorageError
         for a damaged record or head: run :func:`verify` to see what is wrong.
         """
-        with _flock(self.directory, shared=True):
-            head = self._read_head(_log_files(self.directory))
-        for name in _log_files(self.directory):
+        with flock(self.directory, shared=True):
+            head = self._read_head(log_files(self.directory))
+        for name in log_files(self.directory):
             if file_number(name) > file_number(head.file):
                 break
             try:
@@ -358,7 +269,7 @@ class AuditLog:
                 continue
             if name == head.file:
                 data = data[: head.size]
-            for number, raw in enumerate(_split_lines(data), 1):
+            for number, raw in enumerate(split_lines(data), 1):
                 record = self._parse(name, number, raw)
                 if (since is None or record.when >= since) and (
                     until is None or record.when < until
@@ -373,7 +284,7 @@ class AuditLog:
         Raises StorageError when the log cannot be written.
         """
         cutoff = self._clock() - self._retention
-        with _flock(self.directory, shared=False):
+        with flock(self.directory, shared=False):
             head = self._load()
             expired = self._expired(head, cutoff)
             for name, last in expired:
@@ -413,7 +324,7 @@ class AuditLog:
             seq=head.seq + 1, time=format_time(self._clock()), prev=head.hash,
             anchor=anchor, key=self._key, batch_start=head.seq + 1, **vars(draft),
         )  # fmt: skip
-        size = _write_line(self.directory / name, record.to_line())
+        size = write_line(self.directory / name, record.to_line())
         new_head = sign_head(
             self._key, seq=record.seq, hash=record.hash, file=name, size=size,
             checkpoint=record.seq if checkpoint else head.checkpoint,
@@ -445,7 +356,7 @@ class AuditLog:
                 lines.append(line)
                 out.append(record)
                 seq, prev, size = record.seq, record.hash, size + len(line)
-            size = _write_line(self.directory / name, b"".join(lines))
+            size = write_line(self.directory / name, b"".join(lines))
             head = sign_head(self._key, seq=seq, hash=prev, file=name, size=size,
                              checkpoint=head.checkpoint)  # fmt: skip
             atomic_write(self.directory / HEAD_NAME, head.to_bytes())
@@ -467,119 +378,31 @@ class AuditLog:
         path = self.directory / HEAD_NAME
         if not path.exists():
             if files:
-                raise StorageError(f"{path} is missing but the log has files.", _TAMPER_HINT)
+                raise StorageError(f"{path} is missing but the log has files.", TAMPER_HINT)
             return sign_head(
                 self._key, seq=0, hash=GENESIS, file=file_name(1), size=0, checkpoint=0
             )
-        raw = _read(path)
+        raw = read_file(path)
         try:
             return parse_head(raw, self._key)
         except RecordFormatError as exc:
-            raise StorageError(f"{path} is not valid: {exc}.", _TAMPER_HINT) from exc
+            raise StorageError(f"{path} is not valid: {exc}.", TAMPER_HINT) from exc
 
     def _load(self) -> Head:
         """The head, written if new, with any unacknowledged tail removed."""
-        files = _log_files(self.directory)
+        files = log_files(self.directory)
         head = self._read_head(files)
         if not (self.directory / HEAD_NAME).exists():
             atomic_write(self.directory / HEAD_NAME, head.to_bytes())
-        return self._repair(head, files)
-
-    def _repair(self, head: Head, files: list[str]) -> Head:
-        """Deal with what a crash may leave after the head: keep the records of one group commit
-        (moving the head over them), cut one line without batch MAC; refuse anything else."""
-        path = self.directory / head.file
-        # Only the bytes after the head matter here: reading the whole file on every append
-        # made appends slower as the file grew toward rotation (2 ms more at 8 MiB).
-        size, tail = _tail(path, head.size)
-        later = [self.directory / n for n in files if file_number(n) > file_number(head.file)]
-        residue = tail + b"".join(_read(p) for p in later)
-        if size < head.size:
-            raise StorageError(f"{path} is shorter than its signed head.", _TAMPER_HINT)
-        if not residue and not later:
-            return head
-        adopted = self._adopt(head, [(path, head.size, tail)] + [(p, 0, _read(p)) for p in later])
-        if adopted is not None:
-            return adopted
-        rotated = [self.directory / file_name(file_number(head.file) + 1)]
-        if later not in ([], rotated) or len(_split_lines(residue)) > 1:
-            raise StorageError(
-                f"the audit log has more than one unacknowledged line after its head ({path}).",
-                _TAMPER_HINT,
-            )
-        try:
-            if path.exists():
-                with path.open("r+b") as fh:
-                    fh.truncate(head.size)
-                    os.fsync(fh.fileno())
-            for p in later:
-                p.unlink()
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise StorageError(f"cannot repair the audit log: {exc.strerror}.", _DISK_HINT) from exc
-        log.warning("audit: removed %d unacknowledged bytes after the head", len(residue))
-        return head
-
-    def _adopt(self, head: Head, pieces: list[tuple[Path, int, bytes]]) -> Head | None:
-        """The head moved over the records of the one batch a crash left after ``head``, or
-        None when the residue is not that (no complete record, or one that is not of the batch).
-
-        Each piece is (file, offset of its data, data after the head). A partial last line is
-        cut; a file holding nothing but it is removed.
-        """
-        seq, prev, last = head.seq, head.hash, None
-        torn: tuple[Path, int] | None = None
-        for path, start, data in pieces:
-            pos = start
-            for raw in _split_lines(data):
-                if torn is not None:
-                    return None  # a partial line that is not the last one
-                if not raw.endswith(b"\n"):
-                    torn = (path, pos)
-                    continue
-                record = _try_parse(raw)
-                if record is None or not self._of_batch(record, raw, seq, prev, head.seq + 1):
-                    return None
-                pos += len(raw)
-                seq, prev, last = record.seq, record.hash, (path, pos)
-        if last is None:
-            return None
-        try:
-            if torn is not None:
-                if torn[0] == last[0]:
-                    with torn[0].open("r+b") as fh:
-                        fh.truncate(torn[1])
-                        os.fsync(fh.fileno())
-                else:
-                    torn[0].unlink()
-                    fsync_dir(self.directory)
-        except OSError as exc:
-            raise StorageError(f"cannot repair the audit log: {exc.strerror}.", _DISK_HINT) from exc
-        new_head = sign_head(self._key, seq=seq, hash=prev, file=last[0].name, size=last[1],
-                             checkpoint=head.checkpoint)  # fmt: skip
-        atomic_write(self.directory / HEAD_NAME, new_head.to_bytes())
-        log.warning("audit: kept records %d to %d of a group commit cut short by a crash",
-                    head.seq + 1, seq)  # fmt: skip
-        return new_head
-
-    def _of_batch(self, record: AuditRecord, raw: bytes, seq: int, prev: str, start: int) -> bool:
-        """Whether ``record`` (stored as ``raw``) is seq ``seq + 1`` after ``prev``, intact and
-        written with the key by the group commit that opened at ``start``."""
-        return (
-            record.to_line() == raw and record.seq == seq + 1 and record.prev == prev
-            and record.event is not AuditEvent.CHECKPOINT and record.anchor is None
-            and record.mac is not None
-            and record_hash(prev, _without(record, "hash", "mac")) == record.hash
-            and hmac.compare_digest(batch_mac(self._key, record.hash, start), record.mac)
-        )  # fmt: skip
+        return repair_tail(self.directory, self._key, head, files)
 
     def _expired(self, head: Head, cutoff: datetime) -> list[tuple[str, AuditRecord]]:
         """The oldest files, before the head's, whose newest record is older than ``cutoff``."""
         out: list[tuple[str, AuditRecord]] = []
-        for name in _log_files(self.directory):
+        for name in log_files(self.directory):
             if file_number(name) >= file_number(head.file):
                 break
-            lines = _split_lines(_read(self.directory / name))
+            lines = split_lines(read_file(self.directory / name))
             last = self._parse(name, len(lines), lines[-1]) if lines else None
             if last is None or last.when >= cutoff:
                 break
@@ -587,7 +410,7 @@ class AuditLog:
         return out
 
     def _parse(self, name: str, number: int, raw: bytes) -> AuditRecord:
-        record = _try_parse(raw)
+        record = try_parse(raw)
         if record is None:
             raise StorageError(
                 f"line {number} of {self.directory / name} is not a valid audit record.",
@@ -599,7 +422,7 @@ class AuditLog:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot delete {path}: {exc.strerror}.", _DISK_HINT) from exc
+            raise StorageError(f"cannot delete {path}: {exc.strerror}.", DISK_HINT) from exc
 
 
 def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> VerifyReport:
@@ -610,14 +433,14 @@ def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> Veri
     """
     directory = Path(directory)
     lines: list[RawLine] = []
-    with _flock(directory, shared=True):
-        files = _log_files(directory)
+    with flock(directory, shared=True):
+        files = log_files(directory)
         try:
             head_path = directory / HEAD_NAME
             head = head_path.read_bytes() if head_path.exists() else None
             for name in files:
                 data = (directory / name).read_bytes()
-                lines += [(name, i, raw) for i, raw in enumerate(_split_lines(data), 1)]
+                lines += [(name, i, raw) for i, raw in enumerate(split_lines(data), 1)]
         except OSError as exc:
             raise StorageError(
                 f"cannot read the audit log in {directory}: {exc.strerror}.",
@@ -626,17 +449,10 @@ def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> Veri
         # Under the lock: a checkpoint cannot advance the counter between the reads.
         tpm = None if anchor is None else anchor.read()
     problems = verify_chain(lines, key, head=head, tpm_anchor=tpm, files=files)
-    parsed = [r for r in (_try_parse(raw) for _, _, raw in lines) if r is not None]
+    parsed = [r for r in (try_parse(raw) for _, _, raw in lines) if r is not None]
     return VerifyReport(
         ok=not any(p.severity is Severity.ERROR for p in problems),
         records=len(parsed),
         checkpoints=sum(r.event is AuditEvent.CHECKPOINT for r in parsed),
         problems=problems,
     )
-
-
-def _try_parse(raw: bytes) -> AuditRecord | None:
-    try:
-        return parse_record(raw) if raw.endswith(b"\n") else None
-    except RecordFormatError:
-        return None
