@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,18 @@ class IdentityStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._database = Database(path, _SCHEMA, "identity database")
+        # A connection that never writes: its data_version moves with every commit made by any
+        # other connection, in this process or another (the CLI revoking a token).
+        self._watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._watch_lock = threading.Lock()
+
+    def version(self) -> int:
+        """A number that changes whenever anyone commits to the database (cheap: no disk read).
+
+        What was read while it stayed the same is still what the database holds.
+        """
+        with self._watch_lock:
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -95,6 +108,8 @@ class IdentityStore:
 
     def close(self) -> None:
         self._database.close()
+        with self._watch_lock:
+            self._watch.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
