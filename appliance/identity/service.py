@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,8 +93,9 @@ class IdentityService:
         self.audit = audit
         self.policy = policy
         self.clock = clock
-        # token id -> (store version, token row, account) of a token that authenticated.
-        self._seen: dict[str, tuple[int, TokenRow, Account]] = {}
+        # Per thread (store versions are per thread): token id -> (store version, token row,
+        # account) of a token that authenticated.
+        self._seen = threading.local()
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -304,7 +306,10 @@ class IdentityService:
         token_id, _, secret = rest.partition("_")
         digest = _hash_secret(secret)
         version = self.store.version()
-        seen = self._seen.get(token_id)
+        cache: dict[str, tuple[int, TokenRow, Account]] | None = getattr(self._seen, "d", None)
+        if cache is None:
+            cache = self._seen.d = {}
+        seen = cache.get(token_id)
         if seen is not None and seen[0] == version and hmac.compare_digest(seen[1].token_hash,
                                                                            digest):  # fmt: skip
             return seen[1], seen[2]
@@ -313,9 +318,9 @@ class IdentityService:
             raise SessionExpiredError("that token is not valid.", "Log in again.")
         account = self.store.account(row.username)
         if account is not None:
-            if len(self._seen) >= _SEEN_MAX:
-                self._seen.clear()
-            self._seen[token_id] = (version, row, account)
+            if len(cache) >= _SEEN_MAX:
+                cache.clear()
+            cache[token_id] = (version, row, account)
         return row, account
 
     def logout(self, principal: Principal, why: str = "logout") -> None:
