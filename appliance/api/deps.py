@@ -77,7 +77,7 @@ def record(
 ) -> None:  # fmt: skip
     """Audit the PHI request, then store the result durably: both before the answer leaves."""
     _audit_inference(svc, who, model, request_id, route, subject)
-    svc.results.put(
+    svc.results.put_grouped(
         request_id, actor=who.username, route=route, provenance=model.provenance.as_dict(),
         inputs_sha256=inputs_sha256, outputs=outputs,
     )  # fmt: skip
