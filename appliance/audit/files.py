@@ -11,7 +11,9 @@ import fcntl
 import hmac
 import logging
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 
 from appliance.audit.records import (
@@ -99,32 +101,66 @@ def flock(directory: Path, *, shared: bool) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def write_line(path: Path, line: bytes) -> int:
-    """Append ``line`` durably with one write; return the file's new size."""
-    new = not path.exists()
+def append_with_head(
+    path: Path, lines: bytes, head_for: Callable[[int], Head], fsyncer: Executor
+) -> Head:
+    """Append ``lines`` to the log file ``path`` and replace head.json beside it with
+    ``head_for(new size)``, durably, in two rounds of syncs instead of three; return that head.
+
+    The log file and the new head's temporary file are fsynced at once (one on ``fsyncer``'s
+    thread); the head takes its name only after both are on disk, so a crash can never leave a
+    head naming lines that are not. One folder fsync then covers the rename (and a new file).
+    Raises StorageError when the records could not be made durable (then none is acknowledged).
+    """
+    directory, tmp = path.parent, None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            written = os.write(fd, line)
-            os.fsync(fd)
-            size = os.fstat(fd).st_size
+            written = os.write(fd, lines)
+            if written != len(lines):
+                raise StorageError(
+                    f"the audit log {path} took only {written} of {len(lines)} bytes (disk full?).",
+                    "The action was not recorded and must not go ahead; free space on the state "
+                    "partition.",
+                )
+            head = head_for(os.fstat(fd).st_size)
+            synced = fsyncer.submit(os.fsync, fd)
+            try:
+                tmp = _write_tmp(directory / HEAD_NAME, head.to_bytes())
+            finally:
+                synced.result()
         finally:
             os.close(fd)
-        if new:
-            fsync_dir(path.parent)
+        tmp.replace(directory / HEAD_NAME)
+        tmp = None
+        fsync_dir(directory)
     except OSError as exc:
         raise StorageError(
             f"cannot write the audit log {path}: {exc.strerror}.",
             "The action was not recorded and must not go ahead; check that the state partition "
             "is writable and not full.",
         ) from exc
-    if written != len(line):
-        raise StorageError(
-            f"the audit log {path} took only {written} of {len(line)} bytes (disk full?).",
-            "The action was not recorded and must not go ahead; free space on the state "
-            "partition.",
-        )
-    return size
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return head
+
+
+def _write_tmp(target: Path, data: bytes) -> Path:
+    """``data`` in a fsynced temporary file beside ``target``, ready to be renamed over it."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            Path(name).unlink()
+        raise
+    os.close(fd)
+    return Path(name)
 
 
 def try_parse(raw: bytes) -> AuditRecord | None:

@@ -11,8 +11,9 @@ folder): read and check head.json (never in-memory state); repair the tail (belo
 ``checkpoint_every`` records followed the last checkpoint, or the file is ``max_file_bytes`` or
 more, write a checkpoint first (at rotation it is the old file's last record, and the next record
 opens the next file with ``prev`` = that checkpoint's hash); write the line with one ``os.write``
-on an ``O_APPEND`` descriptor; ``fsync`` the file (and the folder for a new file); replace
-head.json atomically. Only then does ``append`` return: the record is acknowledged.
+on an ``O_APPEND`` descriptor; ``fsync`` it while the new head, in a temporary file, is fsynced
+too (``files.append_with_head``); rename that over head.json only once both are on disk, and
+fsync the folder. Only then does ``append`` return: the record is acknowledged.
 
 **A group commit** (``append_many``, driven by :class:`appliance.audit.group.GroupAuditor`) does
 the same for many records at once: one lock, one ``os.write`` of all their lines, one ``fsync``,
@@ -58,8 +59,10 @@ the current TPM counter; only exported copies protect against that. Each log nee
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,13 +72,13 @@ from appliance.audit.files import (
     DISK_HINT,
     HEAD_NAME,
     TAMPER_HINT,
+    append_with_head,
     flock,
     log_files,
     read_file,
     repair_tail,
     split_lines,
     try_parse,
-    write_line,
 )
 from appliance.audit.records import (
     GENESIS,
@@ -174,6 +177,7 @@ class AuditLog:
         self._max_bytes = max_file_bytes
         self._retention = timedelta(days=retention_days)
         self._clock = clock
+        self._pool: ThreadPoolExecutor | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -324,13 +328,10 @@ class AuditLog:
             seq=head.seq + 1, time=format_time(self._clock()), prev=head.hash,
             anchor=anchor, key=self._key, batch_start=head.seq + 1, **vars(draft),
         )  # fmt: skip
-        size = write_line(self.directory / name, record.to_line())
-        new_head = sign_head(
-            self._key, seq=record.seq, hash=record.hash, file=name, size=size,
-            checkpoint=record.seq if checkpoint else head.checkpoint,
-        )  # fmt: skip
-        atomic_write(self.directory / HEAD_NAME, new_head.to_bytes())
-        return record, new_head
+        mark = record.seq if checkpoint else head.checkpoint
+        sign = functools.partial(self._sign, record.seq, record.hash, name, mark)
+        return record, append_with_head(self.directory / name, record.to_line(), sign,
+                                        self._fsyncer())  # fmt: skip
 
     def _write_batch(self, head: Head, drafts: Sequence[AuditDraft]) -> list[AuditRecord]:
         """Write ``drafts`` after ``head``: one write, fsync and head per run of records that
@@ -356,11 +357,18 @@ class AuditLog:
                 lines.append(line)
                 out.append(record)
                 seq, prev, size = record.seq, record.hash, size + len(line)
-            size = write_line(self.directory / name, b"".join(lines))
-            head = sign_head(self._key, seq=seq, hash=prev, file=name, size=size,
-                             checkpoint=head.checkpoint)  # fmt: skip
-            atomic_write(self.directory / HEAD_NAME, head.to_bytes())
+            sign = functools.partial(self._sign, seq, prev, name, head.checkpoint)
+            head = append_with_head(self.directory / name, b"".join(lines), sign, self._fsyncer())
         return out
+
+    def _sign(self, seq: int, hash: str, file: str, checkpoint: int, size: int) -> Head:
+        return sign_head(self._key, seq=seq, hash=hash, file=file, size=size, checkpoint=checkpoint)
+
+    def _fsyncer(self) -> ThreadPoolExecutor:
+        """The thread that fsyncs a batch's log file while this one writes and syncs its head."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-fsync")
+        return self._pool
 
     def _checkpoint(self, head: Head) -> tuple[AuditRecord, Head]:
         target = None if self._anchor is None else self._anchor.read() + 1
