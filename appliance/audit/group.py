@@ -8,10 +8,10 @@ keep appending through their own AuditLog under the same ``flock``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Unpack
 
-from appliance.audit.log import AuditLog
-from appliance.audit.records import AuditEvent, AuditRecord, DetailValue, Outcome
+from appliance.audit.log import AuditFields, AuditLog
+from appliance.audit.records import AuditEvent, AuditRecord
 from appliance.groupcommit import DEFAULT_MAX_BATCH, GroupCommitter
 
 
@@ -22,43 +22,13 @@ class GroupAuditor:
         self.log = log
         self.committer = GroupCommitter("audit-commit", log.append_many, max_batch=max_batch)
 
-    def append(
-        self,
-        event: AuditEvent,
-        *,
-        actor: str,
-        outcome: Outcome,
-        role: str | None = None,
-        subject: str | None = None,
-        model: str | None = None,
-        detail: Mapping[str, DetailValue] | None = None,
-        flagged: bool = False,
-    ) -> AuditRecord:
+    def append(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> AuditRecord:
         """As :meth:`AuditLog.append` (same errors): durable when it returns."""
-        draft = self.log.draft(
-            event, actor=actor, outcome=outcome, role=role, subject=subject, model=model,
-            detail=detail, flagged=flagged,
-        )  # fmt: skip
-        return self.committer.write(draft)
+        return self.committer.write(self.log.draft(event, **fields))
 
-    async def append_async(
-        self,
-        event: AuditEvent,
-        *,
-        actor: str,
-        outcome: Outcome,
-        role: str | None = None,
-        subject: str | None = None,
-        model: str | None = None,
-        detail: Mapping[str, DetailValue] | None = None,
-        flagged: bool = False,
-    ) -> AuditRecord:
+    async def append_async(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> AuditRecord:
         """As :meth:`append`, awaited on the event loop instead of blocking a thread."""
-        draft = self.log.draft(
-            event, actor=actor, outcome=outcome, role=role, subject=subject, model=model,
-            detail=detail, flagged=flagged,
-        )  # fmt: skip
-        return await self.committer.submit_async(draft)
+        return await self.committer.submit_async(self.log.draft(event, **fields))
 
     def close(self) -> None:
         self.committer.close()

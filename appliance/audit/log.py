@@ -66,7 +66,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Required, TypedDict, Unpack
 
 from appliance.audit.files import (
     DISK_HINT,
@@ -133,6 +133,18 @@ class VerifyReport:
         return [p for p in self.problems if p.severity is Severity.WARNING]
 
 
+class AuditFields(TypedDict, total=False):
+    """The keyword arguments of an append (see :meth:`AuditLog.draft`)."""
+
+    actor: Required[str]
+    outcome: Required[Outcome]
+    role: str | None
+    subject: str | None
+    model: str | None
+    detail: Mapping[str, DetailValue] | None
+    flagged: bool
+
+
 @dataclass(frozen=True)
 class AuditDraft:
     """An event to record, checked and with its subject already hashed (see AuditLog.draft)."""
@@ -186,29 +198,14 @@ class AuditLog:
                 "Check the state partition is mounted read-write.",
             ) from exc
 
-    def append(
-        self,
-        event: AuditEvent,
-        *,
-        actor: str,
-        outcome: Outcome,
-        role: str | None = None,
-        subject: str | None = None,
-        model: str | None = None,
-        detail: Mapping[str, DetailValue] | None = None,
-        flagged: bool = False,
-    ) -> AuditRecord:
+    def append(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> AuditRecord:
         """Record one event; the record is on stable storage when this returns.
 
         ``subject`` is the raw study or note identifier: only its keyed hash is stored. Raises
         StorageError when the record could not be made durable (the action must not go ahead),
         ValueError for a value that cannot be stored (or for CHECKPOINT: use :meth:`checkpoint`).
         """
-        draft = self.draft(
-            event, actor=actor, outcome=outcome, role=role, subject=subject, model=model,
-            detail=detail, flagged=flagged,
-        )  # fmt: skip
-        return self.append_many([draft])[0]
+        return self.append_many([self.draft(event, **fields)])[0]
 
     def draft(
         self,
