@@ -84,8 +84,11 @@ class ApiServer:
     def __post_init__(self) -> None:
         app = create_app(self.services, watchdog_s=watchdog_interval(os.environ), notify=_sd_notify)
         config = uvicorn.Config(
+            # uvloop and httptools (uvicorn[standard]) named, not left to "auto": the C event
+            # loop and HTTP parser are a measured part of the API's cost (bench/inference.py).
             app, host=self.host, port=self.port, log_config=None, access_log=False,
-            lifespan="on", ssl_certfile=str(self.tls.cert) if self.tls else None,
+            loop="uvloop", http="httptools", lifespan="on",
+            ssl_certfile=str(self.tls.cert) if self.tls else None,
             ssl_keyfile=str(self.tls.key) if self.tls else None,
         )  # fmt: skip
         self._server = uvicorn.Server(config)
