@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
 from appliance.audit.auditor import Auditor
+from appliance.audit.group import GroupAuditor
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.errors import PermissionDeniedError, SessionExpiredError
 from appliance.identity.roles import ENTRY_POINTS, Permission, Principal, may
@@ -84,12 +86,40 @@ def record_result(
     request_id: str, route: str, subject: str | None, inputs_sha256: str, outputs: Any,
 ) -> None:  # fmt: skip
     """:func:`record` for any scorer, served model or built-in (NEWS2): ``model`` names it."""
+    _audit_inference(svc, who, model, request_id, route, subject)
+    svc.results.put_grouped(
+        request_id, actor=who.username, route=route, provenance=provenance,
+        inputs_sha256=inputs_sha256, outputs=outputs,
+    )  # fmt: skip
+
+
+def _audit_inference(
+    svc: ApiServices, who: Principal, model: str, request_id: str, route: str,
+    subject: str | None,
+) -> None:  # fmt: skip
     svc.audit.append(
         AuditEvent.INFERENCE, actor=who.username, role=who.role.value, outcome=Outcome.SUCCESS,
         subject=subject, model=model,
         detail={"request_id": request_id, "route": route}, flagged=who.break_glass,
     )  # fmt: skip
-    svc.results.put(
-        request_id, actor=who.username, route=route, provenance=provenance,
+
+
+async def record_async(
+    svc: ApiServices, who: Principal, model: ServedModel, *, request_id: str, route: str,
+    subject: str | None, inputs_sha256: str, outputs: Any,
+) -> None:  # fmt: skip
+    """As :func:`record`, group-committed (ADR 0009): the audit record is durable before the
+    result row is written, and both are before this returns; the event loop never blocks."""
+    name = f"{model.manifest.name} {model.manifest.version}"
+    if isinstance(svc.audit, GroupAuditor):
+        await svc.audit.append_async(
+            AuditEvent.INFERENCE, actor=who.username, role=who.role.value,
+            outcome=Outcome.SUCCESS, subject=subject, model=name,
+            detail={"request_id": request_id, "route": route}, flagged=who.break_glass,
+        )  # fmt: skip
+    else:
+        await run_in_threadpool(_audit_inference, svc, who, name, request_id, route, subject)
+    await svc.results.put_async(
+        request_id, actor=who.username, route=route, provenance=model.provenance.as_dict(),
         inputs_sha256=inputs_sha256, outputs=outputs,
     )  # fmt: skip

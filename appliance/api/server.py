@@ -18,6 +18,7 @@ from appliance.api.deps import ApiServices
 from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
 from appliance.api.tls import SiteCertificate, ensure_site_certificate
+from appliance.audit.group import GroupAuditor
 from appliance.errors import ApplianceError
 from appliance.inference.registry import ModelRegistry
 from appliance.runtime import Runtime
@@ -64,7 +65,7 @@ def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
         registry=registry,
         results=ResultStore(rt.config.state_dir / "results.db"),
         identity=rt.identity,
-        audit=rt.audit,
+        audit=GroupAuditor(rt.audit),
         metrics=Metrics(),
         server_name=rt.config.box_id,
         server_version=__version__,
@@ -83,8 +84,11 @@ class ApiServer:
     def __post_init__(self) -> None:
         app = create_app(self.services, watchdog_s=watchdog_interval(os.environ), notify=_sd_notify)
         config = uvicorn.Config(
+            # uvloop and httptools (uvicorn[standard]) named, not left to "auto": the C event
+            # loop and HTTP parser are a measured part of the API's cost (bench/inference.py).
             app, host=self.host, port=self.port, log_config=None, access_log=False,
-            lifespan="on", ssl_certfile=str(self.tls.cert) if self.tls else None,
+            loop="uvloop", http="httptools", lifespan="on",
+            ssl_certfile=str(self.tls.cert) if self.tls else None,
             ssl_keyfile=str(self.tls.key) if self.tls else None,
         )  # fmt: skip
         self._server = uvicorn.Server(config)
@@ -135,6 +139,10 @@ class ApiServer:
         self._server.should_exit = True
         for thread in self._threads:
             thread.join(timeout=10)
+        # After the server: what was queued is written (and answered, if a client still waits).
+        if isinstance(self.services.audit, GroupAuditor):
+            self.services.audit.close()
+        self.services.results.close()
 
 
 def serve(rt: Runtime, ov_core: Any, *, port: int | None = None, tls: bool = True) -> ApiServer:

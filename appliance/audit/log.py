@@ -11,20 +11,30 @@ folder): read and check head.json (never in-memory state); repair the tail (belo
 ``checkpoint_every`` records followed the last checkpoint, or the file is ``max_file_bytes`` or
 more, write a checkpoint first (at rotation it is the old file's last record, and the next record
 opens the next file with ``prev`` = that checkpoint's hash); write the line with one ``os.write``
-on an ``O_APPEND`` descriptor; ``fsync`` the file (and the folder for a new file); replace
-head.json atomically. Only then does ``append`` return: the record is acknowledged.
+on an ``O_APPEND`` descriptor; ``fsync`` it while the new head, in a temporary file, is fsynced
+too (``files.append_with_head``); rename that over head.json only once both are on disk, and
+fsync the folder. Only then does ``append`` return: the record is acknowledged.
+
+**A group commit** (``append_many``, driven by :class:`appliance.audit.group.GroupAuditor`) does
+the same for many records at once: one lock, one ``os.write`` of all their lines, one ``fsync``,
+one head. Each record carries a batch MAC binding its hash to the seq that opened its batch, so
+that after a crash the records of the one batch that never got its head can be told from forged
+or older ones (ADR 0009). A checkpoint due inside a batch closes the batch first: the TPM counter
+is still advanced only after its checkpoint is durable and acknowledged.
 
 **Checkpoints** carry ``anchor`` = the TPM counter + 1 and a MAC; the record is made durable and
 the head moved *before* the counter is advanced, so a crash in between leaves the log one ahead
 of the TPM (a warning, confirmed by the next checkpoint) and never behind it (which would read as
 a rollback).
 
-**Torn-line policy.** A crash (kill -9, power cut, disk full) can leave at most one
-unacknowledged line after the head: a complete record whose head update never happened, or a
-partial line. ``verify`` reports that as a *warning*, not tampering; the next append truncates it
-away (logging a warning) before writing, since nothing acknowledged depends on it. More than one
-line after the head is not the trace of a crash: ``verify`` reports an error and ``append``
-refuses to touch the log.
+**Torn-line policy.** A crash (kill -9, power cut, disk full) can leave after the head either at
+most one unacknowledged line (a complete record whose head update never happened, or a partial
+line), or the records of the one group commit that was being written (each with a valid batch MAC
+for the seq after the head), perhaps followed by a partial line. ``verify`` reports that as a
+*warning*, not tampering. The next append removes a lone line without batch MAC and keeps (moves
+the head over) the records of the batch, which only the key could have made, cutting any partial
+line; logging a warning either way. Anything else after the head is not the trace of a crash:
+``verify`` reports an error and ``append`` refuses to touch the log.
 
 **What an attacker with root but without the audit key can do.** The key is sealed in the TPM
 and only held in memory by the running appliance; the records hold no PHI (subjects are keyed
@@ -49,18 +59,28 @@ the current TPM counter; only exported copies protect against that. Each log nee
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import functools
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Required, TypedDict, Unpack
 
+from appliance.audit.files import (
+    DISK_HINT,
+    HEAD_NAME,
+    TAMPER_HINT,
+    append_with_head,
+    flock,
+    log_files,
+    read_file,
+    repair_tail,
+    split_lines,
+    try_parse,
+)
 from appliance.audit.records import (
-    FILE_PATTERN,
     GENESIS,
     AuditEvent,
     AuditRecord,
@@ -76,7 +96,6 @@ from appliance.audit.records import (
     hash_subject,
     make_record,
     parse_head,
-    parse_record,
     sign_head,
 )
 from appliance.audit.verify import Problem, verify_chain
@@ -85,14 +104,7 @@ from appliance.fsutil import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
-HEAD_NAME = "head.json"
-LOCK_NAME = ".lock"
 SYSTEM_ACTOR = "appliance"
-_TAMPER_HINT = (
-    "The audit log may have been tampered with: run `appliance audit verify`, keep the folder "
-    "as it is and call the vendor's support."
-)
-_DISK_HINT = "Check that the state partition is mounted read-write and not damaged."
 
 
 class CheckpointAnchor(Protocol):
@@ -121,8 +133,22 @@ class VerifyReport:
         return [p for p in self.problems if p.severity is Severity.WARNING]
 
 
+class AuditFields(TypedDict, total=False):
+    """The keyword arguments of an append (see :meth:`AuditLog.draft`)."""
+
+    actor: Required[str]
+    outcome: Required[Outcome]
+    role: str | None
+    subject: str | None
+    model: str | None
+    detail: Mapping[str, DetailValue] | None
+    flagged: bool
+
+
 @dataclass(frozen=True)
-class _Draft:
+class AuditDraft:
+    """An event to record, checked and with its subject already hashed (see AuditLog.draft)."""
+
     event: AuditEvent
     outcome: Outcome
     actor: str
@@ -135,91 +161,6 @@ class _Draft:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}.", _DISK_HINT) from exc
-
-
-def _tail(path: Path, offset: int) -> tuple[int, bytes]:
-    """The file's size and its bytes from ``offset`` on ((0, b"") for a missing file)."""
-    try:
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            fh.seek(min(offset, size))
-            return size, fh.read()
-    except FileNotFoundError:
-        return 0, b""
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}.", _DISK_HINT) from exc
-
-
-def _log_files(directory: Path) -> list[str]:
-    try:
-        names = [n for n in os.listdir(directory) if FILE_PATTERN.fullmatch(n)]
-    except FileNotFoundError:
-        return []
-    return sorted(names, key=file_number)
-
-
-def _split_lines(data: bytes) -> list[bytes]:
-    """Lines with their ``\\n``; a last line without one is kept as is (a torn write)."""
-    lines = [line + b"\n" for line in data.split(b"\n")]
-    lines[-1] = lines[-1][:-1]
-    return lines if lines[-1] else lines[:-1]
-
-
-@contextlib.contextmanager
-def _flock(directory: Path, *, shared: bool) -> Iterator[None]:
-    """Hold ``.lock``; a reader on a read-only copy of the folder goes without."""
-    fd = None
-    try:
-        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if not shared:
-            raise StorageError(
-                f"the audit log folder {directory} is not writable: {exc.strerror}.",
-                "Check the state partition is mounted read-write.",
-            ) from exc
-    if fd is None:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _write_line(path: Path, line: bytes) -> int:
-    """Append ``line`` durably with one write; return the file's new size."""
-    new = not path.exists()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            written = os.write(fd, line)
-            os.fsync(fd)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if new:
-            fsync_dir(path.parent)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot write the audit log {path}: {exc.strerror}.",
-            "The action was not recorded and must not go ahead; check that the state partition "
-            "is writable and not full.",
-        ) from exc
-    if written != len(line):
-        raise StorageError(
-            f"the audit log {path} took only {written} of {len(line)} bytes (disk full?).",
-            "The action was not recorded and must not go ahead; free space on the state "
-            "partition.",
-        )
-    return size
 
 
 class AuditLog:
@@ -248,6 +189,7 @@ class AuditLog:
         self._max_bytes = max_file_bytes
         self._retention = timedelta(days=retention_days)
         self._clock = clock
+        self._pool: ThreadPoolExecutor | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -256,7 +198,16 @@ class AuditLog:
                 "Check the state partition is mounted read-write.",
             ) from exc
 
-    def append(
+    def append(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> AuditRecord:
+        """Record one event; the record is on stable storage when this returns.
+
+        ``subject`` is the raw study or note identifier: only its keyed hash is stored. Raises
+        StorageError when the record could not be made durable (the action must not go ahead),
+        ValueError for a value that cannot be stored (or for CHECKPOINT: use :meth:`checkpoint`).
+        """
+        return self.append_many([self.draft(event, **fields)])[0]
+
+    def draft(
         self,
         event: AuditEvent,
         *,
@@ -267,29 +218,36 @@ class AuditLog:
         model: str | None = None,
         detail: Mapping[str, DetailValue] | None = None,
         flagged: bool = False,
-    ) -> AuditRecord:
-        """Record one event; the record is on stable storage when this returns.
+    ) -> AuditDraft:
+        """The event checked and its subject hashed, ready for :meth:`append_many`.
 
-        ``subject`` is the raw study or note identifier: only its keyed hash is stored. Raises
-        StorageError when the record could not be made durable (the action must not go ahead),
-        ValueError for a value that cannot be stored (or for CHECKPOINT: use :meth:`checkpoint`).
+        Raises ValueError for a value that cannot be stored (or for CHECKPOINT).
         """
         if event is AuditEvent.CHECKPOINT:
             raise ValueError("checkpoints are written by AuditLog.checkpoint()")
         hashed = None if subject is None else hash_subject(self._key, subject)
-        draft = _Draft(event, outcome, actor, role, hashed, model, detail, flagged)
+        draft = AuditDraft(event, outcome, actor, role, hashed, model, detail, flagged)
         # Refuse a bad value before the lock, so that it cannot leave a checkpoint behind.
         make_record(seq=1, time=format_time(self._clock()), prev=GENESIS, **vars(draft))
-        with _flock(self.directory, shared=False):
-            record, _ = self._write(self._load(), draft)
-        return record
+        return draft
+
+    def append_many(self, drafts: Sequence[AuditDraft]) -> list[AuditRecord]:
+        """Record the events in order with one write and one fsync (a group commit).
+
+        Every record is on stable storage, and named by the signed head, when this returns.
+        Raises StorageError when they could not be made durable: then none is acknowledged.
+        """
+        if not drafts:
+            return []
+        with flock(self.directory, shared=False):
+            return self._write_batch(self._load(), drafts)
 
     def checkpoint(self) -> AuditRecord:
         """Append a signed CHECKPOINT bound to the next TPM counter value, then advance it.
 
         Raises StorageError (disk) or TrustError (TPM) when it could not be completed.
         """
-        with _flock(self.directory, shared=False):
+        with flock(self.directory, shared=False):
             record, _ = self._checkpoint(self._load())
         return record
 
@@ -301,9 +259,9 @@ class AuditLog:
         Reads without holding the lock (up to the head read at the start). Raises StorageError
         for a damaged record or head: run :func:`verify` to see what is wrong.
         """
-        with _flock(self.directory, shared=True):
-            head = self._read_head(_log_files(self.directory))
-        for name in _log_files(self.directory):
+        with flock(self.directory, shared=True):
+            head = self._read_head(log_files(self.directory))
+        for name in log_files(self.directory):
             if file_number(name) > file_number(head.file):
                 break
             try:
@@ -312,7 +270,7 @@ class AuditLog:
                 continue
             if name == head.file:
                 data = data[: head.size]
-            for number, raw in enumerate(_split_lines(data), 1):
+            for number, raw in enumerate(split_lines(data), 1):
                 record = self._parse(name, number, raw)
                 if (since is None or record.when >= since) and (
                     until is None or record.when < until
@@ -327,7 +285,7 @@ class AuditLog:
         Raises StorageError when the log cannot be written.
         """
         cutoff = self._clock() - self._retention
-        with _flock(self.directory, shared=False):
+        with flock(self.directory, shared=False):
             head = self._load()
             expired = self._expired(head, cutoff)
             for name, last in expired:
@@ -337,7 +295,7 @@ class AuditLog:
                     "last_deleted_hash": last.hash,
                     "retention_days": self._retention.days,
                 }
-                draft = _Draft(AuditEvent.RETENTION_PRUNE, Outcome.SUCCESS, SYSTEM_ACTOR)
+                draft = AuditDraft(AuditEvent.RETENTION_PRUNE, Outcome.SUCCESS, SYSTEM_ACTOR)
                 _, head = self._write(head, replace(draft, detail=detail))
             if expired:
                 self._checkpoint(head)
@@ -352,7 +310,7 @@ class AuditLog:
     # -- internals: all run under the exclusive lock --------------------------------------------
 
     def _write(
-        self, head: Head, draft: _Draft, anchor: int | None = None
+        self, head: Head, draft: AuditDraft, anchor: int | None = None
     ) -> tuple[AuditRecord, Head]:
         """Write one record after ``head``; return it and the new head."""
         checkpoint = draft.event is AuditEvent.CHECKPOINT
@@ -365,20 +323,54 @@ class AuditLog:
             name = file_name(file_number(head.file) + 1)
         record = make_record(
             seq=head.seq + 1, time=format_time(self._clock()), prev=head.hash,
-            anchor=anchor, key=self._key, **vars(draft),
+            anchor=anchor, key=self._key, batch_start=head.seq + 1, **vars(draft),
         )  # fmt: skip
-        size = _write_line(self.directory / name, record.to_line())
-        new_head = sign_head(
-            self._key, seq=record.seq, hash=record.hash, file=name, size=size,
-            checkpoint=record.seq if checkpoint else head.checkpoint,
-        )  # fmt: skip
-        atomic_write(self.directory / HEAD_NAME, new_head.to_bytes())
-        return record, new_head
+        mark = record.seq if checkpoint else head.checkpoint
+        sign = functools.partial(self._sign, record.seq, record.hash, name, mark)
+        return record, append_with_head(self.directory / name, record.to_line(), sign,
+                                        self._fsyncer())  # fmt: skip
+
+    def _write_batch(self, head: Head, drafts: Sequence[AuditDraft]) -> list[AuditRecord]:
+        """Write ``drafts`` after ``head``: one write, fsync and head per run of records that
+        shares a file and needs no checkpoint in between (a due checkpoint closes the run)."""
+        out: list[AuditRecord] = []
+        while len(out) < len(drafts):
+            due = head.seq - head.checkpoint >= self._every
+            full = head.size >= self._max_bytes and head.checkpoint != head.seq
+            if head.seq > 0 and (due or full):
+                _, head = self._checkpoint(head)
+            name, size = head.file, head.size
+            if head.size >= self._max_bytes:
+                name, size = file_name(file_number(head.file) + 1), 0
+            seq, prev, start = head.seq, head.hash, head.seq + 1
+            lines: list[bytes] = []
+            now = format_time(self._clock())
+            for draft in drafts[len(out) :]:
+                if lines and (seq - head.checkpoint >= self._every or size >= self._max_bytes):
+                    break
+                record = make_record(seq=seq + 1, time=now, prev=prev, key=self._key,
+                                     batch_start=start, **vars(draft))  # fmt: skip
+                line = record.to_line()
+                lines.append(line)
+                out.append(record)
+                seq, prev, size = record.seq, record.hash, size + len(line)
+            sign = functools.partial(self._sign, seq, prev, name, head.checkpoint)
+            head = append_with_head(self.directory / name, b"".join(lines), sign, self._fsyncer())
+        return out
+
+    def _sign(self, seq: int, hash: str, file: str, checkpoint: int, size: int) -> Head:
+        return sign_head(self._key, seq=seq, hash=hash, file=file, size=size, checkpoint=checkpoint)
+
+    def _fsyncer(self) -> ThreadPoolExecutor:
+        """The thread that fsyncs a batch's log file while this one writes and syncs its head."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-fsync")
+        return self._pool
 
     def _checkpoint(self, head: Head) -> tuple[AuditRecord, Head]:
         target = None if self._anchor is None else self._anchor.read() + 1
         detail = {"previous": head.checkpoint}
-        draft = _Draft(AuditEvent.CHECKPOINT, Outcome.SUCCESS, SYSTEM_ACTOR, detail=detail)
+        draft = AuditDraft(AuditEvent.CHECKPOINT, Outcome.SUCCESS, SYSTEM_ACTOR, detail=detail)
         record, head = self._write(head, draft, anchor=target)
         if self._anchor is not None:
             value = self._anchor.advance()
@@ -391,62 +383,31 @@ class AuditLog:
         path = self.directory / HEAD_NAME
         if not path.exists():
             if files:
-                raise StorageError(f"{path} is missing but the log has files.", _TAMPER_HINT)
+                raise StorageError(f"{path} is missing but the log has files.", TAMPER_HINT)
             return sign_head(
                 self._key, seq=0, hash=GENESIS, file=file_name(1), size=0, checkpoint=0
             )
-        raw = _read(path)
+        raw = read_file(path)
         try:
             return parse_head(raw, self._key)
         except RecordFormatError as exc:
-            raise StorageError(f"{path} is not valid: {exc}.", _TAMPER_HINT) from exc
+            raise StorageError(f"{path} is not valid: {exc}.", TAMPER_HINT) from exc
 
     def _load(self) -> Head:
         """The head, written if new, with any unacknowledged tail removed."""
-        files = _log_files(self.directory)
+        files = log_files(self.directory)
         head = self._read_head(files)
         if not (self.directory / HEAD_NAME).exists():
             atomic_write(self.directory / HEAD_NAME, head.to_bytes())
-        self._repair(head, files)
-        return head
-
-    def _repair(self, head: Head, files: list[str]) -> None:
-        """Cut the one line a crash may leave after the head; refuse when there is more."""
-        path = self.directory / head.file
-        # Only the bytes after the head matter here: reading the whole file on every append
-        # made appends slower as the file grew toward rotation (2 ms more at 8 MiB).
-        size, tail = _tail(path, head.size)
-        later = [self.directory / n for n in files if file_number(n) > file_number(head.file)]
-        residue = tail + b"".join(_read(p) for p in later)
-        if size < head.size:
-            raise StorageError(f"{path} is shorter than its signed head.", _TAMPER_HINT)
-        if not residue and not later:
-            return
-        rotated = [self.directory / file_name(file_number(head.file) + 1)]
-        if later not in ([], rotated) or len(_split_lines(residue)) > 1:
-            raise StorageError(
-                f"the audit log has more than one unacknowledged line after its head ({path}).",
-                _TAMPER_HINT,
-            )
-        try:
-            if path.exists():
-                with path.open("r+b") as fh:
-                    fh.truncate(head.size)
-                    os.fsync(fh.fileno())
-            for p in later:
-                p.unlink()
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise StorageError(f"cannot repair the audit log: {exc.strerror}.", _DISK_HINT) from exc
-        log.warning("audit: removed %d unacknowledged bytes after the head", len(residue))
+        return repair_tail(self.directory, self._key, head, files)
 
     def _expired(self, head: Head, cutoff: datetime) -> list[tuple[str, AuditRecord]]:
         """The oldest files, before the head's, whose newest record is older than ``cutoff``."""
         out: list[tuple[str, AuditRecord]] = []
-        for name in _log_files(self.directory):
+        for name in log_files(self.directory):
             if file_number(name) >= file_number(head.file):
                 break
-            lines = _split_lines(_read(self.directory / name))
+            lines = split_lines(read_file(self.directory / name))
             last = self._parse(name, len(lines), lines[-1]) if lines else None
             if last is None or last.when >= cutoff:
                 break
@@ -454,7 +415,7 @@ class AuditLog:
         return out
 
     def _parse(self, name: str, number: int, raw: bytes) -> AuditRecord:
-        record = _try_parse(raw)
+        record = try_parse(raw)
         if record is None:
             raise StorageError(
                 f"line {number} of {self.directory / name} is not a valid audit record.",
@@ -466,7 +427,7 @@ class AuditLog:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot delete {path}: {exc.strerror}.", _DISK_HINT) from exc
+            raise StorageError(f"cannot delete {path}: {exc.strerror}.", DISK_HINT) from exc
 
 
 def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> VerifyReport:
@@ -477,14 +438,14 @@ def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> Veri
     """
     directory = Path(directory)
     lines: list[RawLine] = []
-    with _flock(directory, shared=True):
-        files = _log_files(directory)
+    with flock(directory, shared=True):
+        files = log_files(directory)
         try:
             head_path = directory / HEAD_NAME
             head = head_path.read_bytes() if head_path.exists() else None
             for name in files:
                 data = (directory / name).read_bytes()
-                lines += [(name, i, raw) for i, raw in enumerate(_split_lines(data), 1)]
+                lines += [(name, i, raw) for i, raw in enumerate(split_lines(data), 1)]
         except OSError as exc:
             raise StorageError(
                 f"cannot read the audit log in {directory}: {exc.strerror}.",
@@ -493,17 +454,10 @@ def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> Veri
         # Under the lock: a checkpoint cannot advance the counter between the reads.
         tpm = None if anchor is None else anchor.read()
     problems = verify_chain(lines, key, head=head, tpm_anchor=tpm, files=files)
-    parsed = [r for r in (_try_parse(raw) for _, _, raw in lines) if r is not None]
+    parsed = [r for r in (try_parse(raw) for _, _, raw in lines) if r is not None]
     return VerifyReport(
         ok=not any(p.severity is Severity.ERROR for p in problems),
         records=len(parsed),
         checkpoints=sum(r.event is AuditEvent.CHECKPOINT for r in parsed),
         problems=problems,
     )
-
-
-def _try_parse(raw: bytes) -> AuditRecord | None:
-    try:
-        return parse_record(raw) if raw.endswith(b"\n") else None
-    except RecordFormatError:
-        return None

@@ -5,6 +5,9 @@ A record is one JSON object on one line: sorted keys, no spaces, UTF-8, every fi
 (32 bytes) and the canonical JSON of every field except ``hash`` and ``mac``; the first record's
 ``prev`` is 64 zeros. Checkpoint records also carry ``anchor`` (the TPM counter value) and a
 ``mac``: HMAC-SHA256 under the audit key over a context string and the record including its hash.
+Other records carry a ``mac`` over their hash and the seq that opened their group commit (ADR
+0009): it serves only to recognise, after a crash, the records of one batch that never got their
+head; acknowledged records are protected by the chain, the head and the checkpoints as before.
 The head (``head.json``) names the newest acknowledged record and is signed the same way.
 
 Verification lives in :mod:`appliance.audit.verify`; file I/O in :mod:`appliance.audit.log`.
@@ -26,6 +29,7 @@ from typing import Any
 GENESIS = "0" * 64
 CHECKPOINT_CONTEXT = b"appliance-audit-checkpoint-v1"
 HEAD_CONTEXT = b"appliance-audit-head-v1"
+RECORD_CONTEXT = b"appliance-audit-batch-v1"
 FILE_PATTERN = re.compile(r"audit-(\d{6})\.log")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
@@ -145,6 +149,12 @@ def checkpoint_mac(key: bytes, record: AuditRecord) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
+def batch_mac(key: bytes, record_hash_hex: str, batch_start: int) -> str:
+    """HMAC-SHA256 binding a record's hash to the first seq of the group commit that wrote it."""
+    data = RECORD_CONTEXT + b"%d:" % batch_start + bytes.fromhex(record_hash_hex)
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
 def hash_subject(key: bytes, identifier: str) -> str:
     """The pseudonym stored for a study or note identifier (keyed, so not guessable offline)."""
     digest = hmac.new(key, b"subject:" + identifier.encode("utf-8"), hashlib.sha256)
@@ -166,8 +176,10 @@ def make_record(
     flagged: bool = False,
     anchor: int | None = None,
     key: bytes | None = None,
+    batch_start: int | None = None,
 ) -> AuditRecord:
-    """A new record with its hash (and, for a checkpoint, its MAC under ``key``).
+    """A new record with its hash (and, for a checkpoint, its MAC under ``key``; for another
+    record written with ``key`` by the batch that opened at ``batch_start``, its batch MAC).
 
     Raises ValueError for a value that could not be stored faithfully, or a checkpoint without key.
     """
@@ -190,6 +202,8 @@ def make_record(
         if key is None:
             raise ValueError("a checkpoint needs the audit key")
         record = replace(record, mac=checkpoint_mac(key, record))
+    elif key is not None and batch_start is not None:
+        record = replace(record, mac=batch_mac(key, digest, batch_start))
     return record
 
 

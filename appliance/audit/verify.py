@@ -20,6 +20,7 @@ from appliance.audit.records import (
     RecordFormatError,
     Severity,
     _without,
+    batch_mac,
     checkpoint_mac,
     file_name,
     file_number,
@@ -109,8 +110,8 @@ class _Verifier:
             if rec.mac is None or not hmac.compare_digest(checkpoint_mac(self.key, rec), rec.mac):
                 why = "log rewritten or signed with another key"
                 self.add(e, f"checkpoint at record {rec.seq} has a bad signature ({why})")
-        elif rec.mac is not None or rec.anchor is not None:
-            self.add(e, f"record {rec.seq} carries a signature or anchor but is no checkpoint")
+        elif rec.anchor is not None:
+            self.add(e, f"record {rec.seq} carries an anchor but is no checkpoint")
 
     def check_order(self, entries: list[_Entry]) -> None:
         count = Counter(e.rec.seq for e in entries)
@@ -152,7 +153,7 @@ class _Verifier:
             self.add(None, f"head.json is not valid: {exc}")
             return len(entries)
         if head.seq == 0:
-            return self.check_residue(entries, 0)
+            return self.check_residue(entries, 0, 0)
         at = [i for i, e in enumerate(entries) if e.rec.seq == head.seq]
         last = entries[-1].rec.seq if entries else 0
         if not at:
@@ -169,13 +170,33 @@ class _Verifier:
             self.add(e, f"record {head.seq} is not the one the head signed ({why}")
         elif e.file != head.file:
             self.add(e, f"record {head.seq} is in {e.file} but the head says {head.file}")
-        return self.check_residue(entries, at[-1] + 1)
+        return self.check_residue(entries, at[-1] + 1, head.seq)
 
-    def check_residue(self, entries: list[_Entry], acknowledged: int) -> int:
-        """A crash leaves at most one unacknowledged line after the head; more means tampering."""
+    def one_batch(self, beyond: list[_Entry], head_seq: int) -> bool:
+        """Whether ``beyond`` is (a prefix of) the one group commit that opened after the head:
+        only the audit key can make those MACs, and a batch that did not open at ``head_seq + 1``
+        (for example one an older, restored head.json does not reach) does not match them."""
+        return all(
+            e.rec.mac is not None
+            and e.rec.event is not AuditEvent.CHECKPOINT
+            and hmac.compare_digest(batch_mac(self.key, e.rec.hash, head_seq + 1), e.rec.mac)
+            for e in beyond
+        )
+
+    def check_residue(self, entries: list[_Entry], acknowledged: int, head_seq: int) -> int:
+        """A crash leaves after the head at most one unacknowledged line, or the records of the
+        one group commit that was writing (each carrying its batch MAC); more means tampering."""
         beyond = entries[acknowledged:]
         removed = "; the next append removes it"
-        if beyond and (len(beyond) > 1 or self.torn):
+        if beyond and self.one_batch(beyond, head_seq):
+            span = _span(beyond[0].rec.seq, beyond[-1].rec.seq, "was", "were")
+            crash = "written by one group commit but never acknowledged (a crash before its head)"
+            self.add(beyond[0], f"{span} {crash}; the next append keeps them", warn=True)
+            if self.torn:
+                file, line, _ = self.torn
+                what = f"line {line} of {file} is an incomplete record at the end of the log"
+                self.add(self.torn, f"{what} (a write cut short by a crash){removed}", warn=True)
+        elif beyond and (len(beyond) > 1 or self.torn):
             why = "an older head.json was restored or records were appended without the key"
             extra = _span(beyond[0].rec.seq, beyond[-1].rec.seq, "follows", "follow")
             self.add(beyond[0], f"{extra} the head: {why}")

@@ -13,6 +13,7 @@ import hmac
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +29,14 @@ from appliance.errors import (
 )
 from appliance.identity import passwords
 from appliance.identity.roles import Permission, Principal, Role, require
-from appliance.identity.store import BreakGlassUse, IdentityStore
+from appliance.identity.store import Account, BreakGlassUse, IdentityStore, TokenRow
 
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "apl"  # noqa: S105 - a label, not a secret
 # Writing last_used on every request would cost an fsync each; idleness is measured to this grain.
 _TOUCH_GRAIN_S = 30.0
+_SEEN_MAX = 4096
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
@@ -92,6 +94,9 @@ class IdentityService:
         self.audit = audit
         self.policy = policy
         self.clock = clock
+        # Per thread (store versions are per thread): token id -> (store version, token row,
+        # account) of a token that authenticated.
+        self._seen = threading.local()
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -274,13 +279,8 @@ class IdentityService:
         Raises SessionExpiredError for an unknown, revoked, expired or idle token (an idle
         session is logged off and the logoff audited).
         """
-        prefix, _, rest = token.strip().partition("_")
-        token_id, _, secret = rest.partition("_")
-        row = self.store.token(token_id) if prefix == TOKEN_PREFIX else None
-        if row is None or not hmac.compare_digest(row.token_hash, _hash_secret(secret)):
-            raise SessionExpiredError("that token is not valid.", "Log in again.")
+        row, account = self._lookup(token)
         now = self.clock()
-        account = self.store.account(row.username)
         if row.revoked or account is None or account.disabled:
             raise SessionExpiredError("the session was ended or revoked.", "Log in again.")
         if now >= row.expires:
@@ -295,6 +295,34 @@ class IdentityService:
             with self.store.transaction() as db:
                 db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, row.id))
         return Principal(row.username, account.role, row.id)
+
+    def _lookup(self, token: str) -> tuple[TokenRow, Account | None]:
+        """The token's row and account; raises SessionExpiredError for an unknown token.
+
+        A request per token would read both from SQLite each time; instead they are kept while
+        the database's version stays the same, so that any commit (a revocation, a disable, a
+        logoff, from this process or another) makes the very next call read them again.
+        """
+        prefix, _, rest = token.strip().partition("_")
+        token_id, _, secret = rest.partition("_")
+        digest = _hash_secret(secret)
+        version = self.store.version()
+        cache: dict[str, tuple[int, TokenRow, Account]] | None = getattr(self._seen, "d", None)
+        if cache is None:
+            cache = self._seen.d = {}
+        seen = cache.get(token_id)
+        if seen is not None and seen[0] == version and hmac.compare_digest(seen[1].token_hash,
+                                                                           digest):  # fmt: skip
+            return seen[1], seen[2]
+        row = self.store.token(token_id) if prefix == TOKEN_PREFIX else None
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            raise SessionExpiredError("that token is not valid.", "Log in again.")
+        account = self.store.account(row.username)
+        if account is not None:
+            if len(cache) >= _SEEN_MAX:
+                cache.clear()
+            cache[token_id] = (version, row, account)
+        return row, account
 
     def logout(self, principal: Principal, why: str = "logout") -> None:
         """End the session (``why``: "logout", or "idle" for an automatic logoff)."""

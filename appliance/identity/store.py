@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,25 @@ class IdentityStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._database = Database(path, _SCHEMA, "identity database")
+        # Per thread, a connection that never writes: its data_version moves with every commit
+        # made by any other connection, in this process or another (the CLI revoking a token).
+        self._watch = threading.local()
+        self._watchers: list[sqlite3.Connection] = []
+        self._watch_lock = threading.Lock()
+
+    def version(self) -> int:
+        """A number that changes whenever anyone commits to the database (cheap: no disk read).
+
+        What this thread read while it stayed the same is still what the database holds. The
+        numbers of two threads are not comparable.
+        """
+        watch: sqlite3.Connection | None = getattr(self._watch, "db", None)
+        if watch is None:
+            watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._watch.db = watch
+            with self._watch_lock:
+                self._watchers.append(watch)
+        return int(watch.execute("PRAGMA data_version").fetchone()[0])
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -95,6 +115,11 @@ class IdentityStore:
 
     def close(self) -> None:
         self._database.close()
+        with self._watch_lock:
+            for watch in self._watchers:
+                watch.close()
+            self._watchers.clear()
+        self._watch = threading.local()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

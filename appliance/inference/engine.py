@@ -203,13 +203,17 @@ def import_compiled(
         return core.import_model(blob, device, _settings(int8=int8, latency=latency))
 
 
-def infer(compiled: ov.CompiledModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
-    """One synchronous inference on its own infer request (safe from many threads at once).
+def infer(
+    compiled: ov.CompiledModel, inputs: Mapping[str, Array], request: Any | None = None
+) -> dict[str, Array]:
+    """One synchronous inference on ``request`` (an infer request of ``compiled`` that no other
+    thread uses meanwhile), or on a new one: safe from many threads at once either way.
 
     Returns every output by name, copied out of the request's memory. Raises InferenceError.
     """
     with _openvino_errors("inference failed", _RUN_HINT):
-        request = compiled.create_infer_request()
+        if request is None:
+            request = compiled.create_infer_request()
         request.infer(dict(inputs))
         return {
             out.get_any_name(): np.array(request.get_tensor(out).data) for out in compiled.outputs

@@ -22,7 +22,7 @@ from appliance.audit import (
     hash_subject,
     verify,
 )
-from appliance.audit.records import make_record, parse_head
+from appliance.audit.records import batch_mac, make_record, parse_head
 from appliance.errors import StorageError, TpmUnavailableError
 from appliance.trust.swtpm import Swtpm
 
@@ -256,9 +256,9 @@ def test_a_checkpoint_follows_every_n_records_and_advances_the_tpm(
     checkpoints = [r for r in records if r.event is AuditEvent.CHECKPOINT]
     assert [r.seq for r in checkpoints] == [6, 12, 18]
     assert [r.anchor for r in checkpoints] == [1, 2, 3] and anchor.read() == 3
-    assert all(r.mac for r in checkpoints) and not any(
-        r.mac for r in records if r not in checkpoints
-    )
+    # Checkpoints carry the checkpoint MAC, every other record its (single-record) batch MAC.
+    assert all(r.mac for r in checkpoints)
+    assert all(r.mac == batch_mac(key, r.hash, r.seq) for r in records if r not in checkpoints)
     shutdown = log.checkpoint()
     assert shutdown.anchor == 4 and anchor.read() == 4
     assert verify(tmp_path / "audit", key, anchor).checkpoints == 4

@@ -28,13 +28,13 @@ from appliance.audit.records import make_record, parse_head, parse_record
 from appliance.errors import StorageError
 
 INDEX = 0x01500021
-EVERY = 10  # with 7000-byte files: file 1 holds 1..20, checkpoints at 11 and 20
+EVERY = 10  # with 8200-byte files: file 1 holds 1..20, checkpoints at 11 and 20
 RECORDS = 60
 BAD_MAC = "log rewritten or signed with another key"
 
 
 def _build(directory: Path, key: bytes, anchor: TpmCheckpointAnchor | None) -> AuditLog:
-    log = AuditLog(directory, key, anchor, checkpoint_every=EVERY, max_file_bytes=7000)
+    log = AuditLog(directory, key, anchor, checkpoint_every=EVERY, max_file_bytes=8200)
     for i in range(RECORDS):
         log.append(
             AuditEvent.INFERENCE, actor=f"user-{i % 3}", outcome=Outcome.SUCCESS,

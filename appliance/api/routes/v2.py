@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,10 +15,11 @@ from appliance.api.deps import (
     authorise,
     inputs_digest,
     new_request_id,
-    record,
+    record_async,
     services,
 )
 from appliance.api.tensors import InputError, decode_inputs, encode_outputs, v2_type
+from appliance.identity.roles import Principal
 from appliance.inference.registry import ServedModel
 from appliance.updates.manifest import TensorSpec
 
@@ -85,22 +87,48 @@ def model_ready(request: Request, name: str, version: str | None = None) -> dict
 @router.post("/v2/models/{name}/versions/{version}/infer")
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     body = await request.body()
-    headers = dict(request.headers)
-    result, request_id = await run_in_threadpool(
-        _infer, services(request), headers, name, version, body
-    )
+    svc = services(request)
+    job = await run_in_threadpool(_compute, svc, dict(request.headers), name, version, body)
+    try:
+        # Off the worker thread: waiting for the group commit costs no thread.
+        await record_async(svc, job.who, job.model, request_id=job.request_id, route="v2-infer",
+                           subject=job.subject, inputs_sha256=job.inputs_sha256,
+                           outputs=job.response["outputs"])  # fmt: skip
+    except Exception:
+        job.finish(svc, "error")
+        raise
+    job.finish(svc, "ok")
     return Response(
-        json.dumps(result), media_type="application/json", headers={"X-Request-Id": request_id}
-    )
+        json.dumps(job.response), media_type="application/json",
+        headers={"X-Request-Id": job.request_id},
+    )  # fmt: skip
 
 
-def _infer(
+@dataclass
+class _Job:
+    """One inference computed, waiting for its durable write."""
+
+    who: Principal
+    model: ServedModel
+    request_id: str
+    subject: str | None
+    inputs_sha256: str
+    response: dict[str, Any]
+    start: float
+
+    def finish(self, svc: ApiServices, outcome: str) -> None:
+        labels = (self.model.manifest.name, self.model.provenance.device)
+        svc.metrics.in_flight.dec()
+        svc.metrics.latency.labels(*labels).observe(time.perf_counter() - self.start)
+        svc.metrics.requests.labels(*labels, outcome).inc()
+
+
+def _compute(
     svc: ApiServices, headers: dict[str, str], name: str, version: str | None, body: bytes
-) -> tuple[dict[str, Any], str]:
+) -> _Job:
     who = authorise(svc, headers, "api:POST /v2/models/{name}/infer")
     payload = _parse(body)
     model = svc.registry.get(name, version)
-    labels = (model.manifest.name, model.provenance.device)
     start = time.perf_counter()
     svc.metrics.in_flight.inc()
     try:
@@ -108,19 +136,12 @@ def _infer(
         outputs = model.infer(arrays)
         wanted = [str(o.get("name")) for o in payload.get("outputs") or []]
         encoded = encode_outputs(outputs, wanted)
-        request_id = new_request_id()
-        params = payload.get("parameters") or {}
-        subject = params.get("subject_id") if isinstance(params, dict) else None
-        record(svc, who, model, request_id=request_id, route="v2-infer",
-               subject=str(subject) if subject else None,
-               inputs_sha256=inputs_digest(payload["inputs"]), outputs=encoded)  # fmt: skip
     except Exception:
-        svc.metrics.requests.labels(*labels, "error").inc()
+        _Job(who, model, "", None, "", {}, start).finish(svc, "error")
         raise
-    finally:
-        svc.metrics.in_flight.dec()
-        svc.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
-    svc.metrics.requests.labels(*labels, "ok").inc()
+    request_id = new_request_id()
+    params = payload.get("parameters") or {}
+    subject = params.get("subject_id") if isinstance(params, dict) else None
     response = {
         "model_name": model.manifest.name,
         "model_version": str(model.manifest.version),
@@ -129,7 +150,8 @@ def _infer(
     }
     if "id" in payload:
         response["id"] = str(payload["id"])
-    return response, request_id
+    return _Job(who, model, request_id, str(subject) if subject else None,
+                inputs_digest(payload["inputs"]), response, start)  # fmt: skip
 
 
 def _parse(body: bytes) -> dict[str, Any]:

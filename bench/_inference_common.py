@@ -1,0 +1,54 @@
+"""What the parts of bench/inference.py share: settings, the table's rows, progress lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+BATCHES = (1, 64, 1024)
+API_CLIENTS = 16
+NOT_BEFORE = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+class BenchSetupError(RuntimeError):
+    """The served box could not be set up; the message says which step failed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure: the full run, or ``--quick`` for a look in a few seconds."""
+
+    latency_calls: int = 2000
+    warmup: int = 200
+    rate_seconds: float = 1.0
+    repeats: int = 3
+    async_cases: int = 65536
+    api_calls: int = 600
+    durable_writes: int = 300
+    wrk_seconds: int = 10
+    wrk_repeats: int = 2
+    threads: int = 2
+
+    @classmethod
+    def quick(cls, threads: int) -> Settings:
+        return cls(latency_calls=300, warmup=50, rate_seconds=0.3, repeats=1, async_cases=8192,
+                   api_calls=150, durable_writes=60, wrk_seconds=3, wrk_repeats=1,
+                   threads=threads)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table; ``section`` rows are headings."""
+
+    label: str
+    p50: float | None = None
+    p99: float | None = None
+    rate: float | None = None
+    batch: str = ""
+    peak: float | None = None
+    note: str = ""
+    section: bool = False
+
+
+def progress(text: str) -> None:
+    print(f"  .. {text}", flush=True)
