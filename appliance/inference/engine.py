@@ -15,7 +15,6 @@ are narrowed (``str``, ``list[str]``, numpy arrays) where they do.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -147,24 +146,28 @@ def run_cases(
         _check_names(compiled, inputs, output)
         size, fixed = _batch_size(compiled)
         port = compiled.output(output)
-        queue = ov.AsyncInferQueue(compiled, 0)
+        queue = ov.AsyncInferQueue(compiled, 0)  # 0: the device's optimal number of requests
+    # No completion callback: Python code running on OpenVINO's worker threads can trigger the
+    # garbage collector there, and a compiled model it frees then joins its own thread
+    # (std::terminate, "Resource deadlock avoided"). So the batches go in waves of one per
+    # request, and each wave's outputs are read here, by the queue's userdata, after wait_all.
     results: dict[int, Array] = {}
-    lock = threading.Lock()
-
-    def on_done(request: Any, userdata: tuple[int, int]) -> None:
-        start, count = userdata
-        data = np.array(request.get_tensor(port).data[:count])  # the request reuses its memory
-        with lock:
-            results[start] = data
-
-    queue.set_callback(on_done)
+    starts = list(range(0, total, size))
     reported = 0
     with _openvino_errors("inference failed", _RUN_HINT):
-        for start in range(0, total, size):
-            batch = {name: _batch(array, start, size, fixed) for name, array in inputs.items()}
-            queue.start_async(batch, (start, min(size, total - start)))
-            reported = _report(progress, results, lock, reported, total)
-        queue.wait_all()
+        for wave in range(0, len(starts), len(queue)):
+            this_wave = starts[wave : wave + len(queue)]
+            for start in this_wave:
+                batch = {name: _batch(array, start, size, fixed) for name, array in inputs.items()}
+                queue.start_async(batch, (start, min(size, total - start)))
+            queue.wait_all()
+            for index, userdata in enumerate(queue.userdata):
+                if userdata is None or userdata[0] not in this_wave:
+                    continue  # a request the last, shorter wave did not use
+                start, count = userdata
+                # Each request reuses its output memory: copy before the next wave.
+                results[start] = np.array(queue[index].get_tensor(port).data[:count])
+            reported = _report(progress, results, reported, total)
     if len(results) != -(-total // size):
         raise InferenceError("inference failed: some batches returned no result.", _RUN_HINT)
     if progress is not None and reported < total:
@@ -272,16 +275,11 @@ def _batch(array: Array, start: int, size: int, fixed: bool) -> Array:
 
 
 def _report(
-    progress: Progress | None,
-    results: Mapping[int, Array],
-    lock: threading.Lock,
-    reported: int,
-    total: int,
+    progress: Progress | None, results: Mapping[int, Array], reported: int, total: int
 ) -> int:
     if progress is None:
         return reported
-    with lock:
-        done = min(total, sum(len(r) for r in results.values()))
+    done = min(total, sum(len(r) for r in results.values()))
     if done > reported:
         progress(done, total)
     return max(done, reported)
