@@ -2,7 +2,7 @@
 """Boot the appliance image under QEMU with OVMF, a swtpm-backed TPM (tpm-crb) and user networking.
 
     image/vm.py [--image build/image/appliance.img] [--state build/vm] [--fresh]
-                [--api-port 8443] [--firmware-vars plain|ms] [--seed FILE] [--usb FILE]
+                [--api-port 8443] [--firmware-vars plain|dbx-update] [--seed FILE] [--usb FILE]
 
 ``make vm`` runs this: the console (ttyS0) is on this terminal, the kernel and boot messages go
 to ``<state>/kernel.log``, the API is forwarded to ``127.0.0.1:<api-port>``, and the network is
@@ -32,12 +32,14 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-# Two variable stores with different Secure Boot databases: "ms" has Microsoft's keys enrolled,
-# so PCR 7 (which measures the Secure Boot variables) differs from "plain".
-OVMF_VARS = {
-    "plain": Path("/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    "ms": Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
-}
+# Firmware variable stores. "plain": Debian's, Secure Boot in setup mode. "dbx-update": the same
+# with one more hash in the revocation list (dbx), as a firmware or dbx update adds; Secure Boot
+# stays off, but PCR 7 (which measures SecureBoot, PK, KEK, db and dbx) changes. Made on demand
+# with virt-fw-vars (the virt-firmware package).
+OVMF_VARS = {"plain": Path("/usr/share/OVMF/OVMF_VARS_4M.fd"), "dbx-update": None}
+# Any GUID and hash: what matters is that dbx holds one more entry than before.
+DBX_OWNER = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d"
+DBX_HASH = "5f0d64b2" * 8
 DIAG_PORT = "org.appliance.diag"
 
 
@@ -121,8 +123,18 @@ class VirtualMachine:
 
     def vars_file(self) -> Path:
         path = self.state / f"OVMF_VARS.{self.firmware_vars}.fd"
-        if not path.exists():
-            shutil.copy(OVMF_VARS[self.firmware_vars], path)
+        if path.exists():
+            return path
+        template = OVMF_VARS[self.firmware_vars]
+        if template is not None:
+            shutil.copy(template, path)
+            return path
+        tool = shutil.which("virt-fw-vars") or str(Path(sys.executable).parent / "virt-fw-vars")
+        subprocess.run(
+            [tool, "--input", str(OVMF_VARS["plain"]), "--output", str(path),
+             "--add-dbx-hash", DBX_OWNER, DBX_HASH],
+            check=True, capture_output=True,
+        )  # fmt: skip
         return path
 
     def _start_swtpm(self) -> Path:
@@ -346,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "--firmware-vars",
         choices=sorted(OVMF_VARS),
         default="plain",
-        help="ms: Microsoft's Secure Boot keys enrolled (changes PCR 7)",
+        help="dbx-update: one more revoked hash in dbx (changes PCR 7)",
     )
     parser.add_argument("--seed", type=Path, help="a provisioning seed (appliance/provision.py)")
     parser.add_argument("--usb", type=Path, help="a FAT image to plug in as a USB stick")

@@ -7,9 +7,9 @@
    on this host computes.
 2. Second boot, same disk and TPM, no stick, no seed: the TPM unlocks the data volume, the model
    and the token are still there, the inference works again.
-3. Third boot with another firmware variable store (Microsoft's Secure Boot keys enrolled): PCR 7
-   differs, the TPM refuses to unlock, the API does not start, and the console on the serial line
-   explains the recovery path.
+3. Third boot with another firmware variable store (one more revoked hash in dbx, as a firmware
+   or dbx update adds): PCR 7 differs, the TPM refuses to unlock, the API does not start, and the
+   console on the serial line explains the recovery path.
 
 Every boot: `systemctl --failed` empty (boots 1-2), the nftables rules loaded with default-deny
 egress, the console running on ttyS0. Prints `boot_to_ready_s: X` (first and second boot) past
@@ -288,7 +288,7 @@ def second_boot(state: Path, box: dict[str, Any], config: pytest.Config, pcr7: s
 
 
 def changed_pcr7_boot(state: Path, pcr7: str, token: str) -> None:
-    vm = VirtualMachine(IMAGE, state, firmware_vars="ms")
+    vm = VirtualMachine(IMAGE, state, firmware_vars="dbx-update")
     vm.start()
     try:
         d = vm.wait_for(
@@ -296,7 +296,7 @@ def changed_pcr7_boot(state: Path, pcr7: str, token: str) -> None:
             lambda: (x := vm.diag()) and (x["data_volume"] or "").startswith("locked") and x,
             BOOT_TIMEOUT,
         )
-        assert d["pcr7"] != pcr7, "the other variable store must change PCR 7"
+        assert d["pcr7"] != pcr7, "the dbx update must change PCR 7"
         d = check_common(vm)
         assert "appliance-data.service" in " ".join(d["failed"])
         assert d["units"]["appliance.service"] != "active"
