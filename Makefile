@@ -11,7 +11,8 @@ COMPILED_WHEELS := tpm2-pytss==3.0.0 systemd-python==235
 STATE_DIR ?= $(CURDIR)/.state
 APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config \
 	swtpm swtpm-tools tpm2-tools libtss2-dev libsystemd-dev systemd util-linux nftables \
-	tmux librsvg2-bin
+	tmux librsvg2-bin \
+	mricron-data
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help deps venv run test lint bench models clean
@@ -35,6 +36,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip wheel
 	mkdir -p $(WHEEL_CACHE)
 	$(PY) -m pip wheel -q --find-links $(WHEEL_CACHE) --wheel-dir $(WHEEL_CACHE) $(COMPILED_WHEELS)
+	# The CPU build of torch (models/imaging-anomaly trains with it); +cpu keeps CUDA wheels out.
+	$(PY) -m pip install -q --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
 	$(PY) -m pip install -q --find-links $(WHEEL_CACHE) -e '.[test]'
 	touch $@
 
@@ -52,6 +55,7 @@ bench: deps venv ## benchmarks (print tables and name: value lines)
 	$(PY) bench/trust.py
 	$(PY) bench/update.py
 	$(PY) bench/inference.py
+	$(PY) bench/models.py
 
 models: deps venv ## rebuild every reference model from its recipe (deterministic: git diff shows any change)
 	@for b in models/*/build.py; do echo "models: $$b"; $(PY) $$b || exit 1; done
