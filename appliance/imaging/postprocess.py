@@ -4,7 +4,8 @@ The model (``models/imaging-anomaly``) has two outputs for a batch of one slice:
 
 * ``score`` ``[1, 1]``: the probability that the slice holds a lesion, the pooled heat map
   (maximum of the 3x3-smoothed lesion logits) through a sigmoid;
-* ``heatmap`` ``[1, 1, 128, 128]``: the per-pixel lesion probability, on the input's grid.
+* ``heatmap`` ``[1, 1, 128, 128]``: the per-pixel lesion probability on the input's grid (computed
+  at half resolution, each value repeated 2 x 2).
 
 The validation gate measures ``score`` (the first output); this module hands both on.
 """

@@ -47,7 +47,7 @@ from provisioning.testmodel import _rename_saved, npz_bytes  # noqa: E402
 
 NAME, VERSION = "imaging-anomaly", "1.0.0"
 SEED = evaluation.SEED
-STEPS, BATCH, CROP, LR = 600, 16, 48, 3e-3
+STEPS, BATCH, CROP, LR = 600, 12, 64, 4e-3
 CALIBRATION_CASES, REFERENCE_CASES, TOLERANCE = 160, 100, 0.02
 THREADS = 2
 F32_HINT = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -33,7 +33,7 @@ from appliance.imaging.preprocess import INPUT_SIZE, normalise, resize, square
 MRICRON = Path("/usr/share/mricron/templates")
 STORE_SIDE = 256  # backgrounds are kept at most this large; crops are resampled to INPUT_SIZE
 BANDS = ((0.05, 0.10), (0.10, 0.15), (0.15, 0.25), (0.25, 0.40))
-CONTRAST_RANGE = (BANDS[0][0], BANDS[-1][1])
+CONTRAST_RANGE = (0.08, BANDS[-1][1])  # training draws; the faintest band is for the report
 GOAL_CONTRAST = 0.15
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -233,7 +233,7 @@ def _augment(view: F32, rng: np.random.Generator) -> F32:
     out = np.where(view > 0, np.abs(view) ** gamma, view)
     if rng.random() < 0.5:  # noqa: PLR2004
         out = (1 - (a := rng.uniform(0.2, 0.8))) * out + a * _box3(out)
-    out = out + rng.normal(0.0, rng.uniform(0.0, 0.05), out.shape)
+    out = out + rng.normal(0.0, rng.uniform(0.0, 0.03), out.shape)
     return out.astype(np.float32)
 
 
