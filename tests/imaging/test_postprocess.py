@@ -13,10 +13,13 @@ from tests.models.imaging import FOLDER
 
 
 @pytest.fixture(scope="module")
-def model() -> ov.CompiledModel:
-    return ov.Core().compile_model(
-        str(FOLDER / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-    )
+def core() -> ov.Core:
+    return ov.Core()  # outlives the compiled model (OpenVINO aborts otherwise)
+
+
+@pytest.fixture(scope="module")
+def model(core: ov.Core) -> ov.CompiledModel:
+    return core.compile_model(str(FOLDER / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def _run(model: ov.CompiledModel, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -42,10 +42,16 @@ def metrics() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def measured() -> Iterator[dict[str, Any]]:
+def core() -> ov.Core:
+    # One Core for the module, outliving every model compiled from it: OpenVINO aborts the
+    # process when a Core goes away under a worker thread that still runs.
+    return ov.Core()
+
+
+@pytest.fixture(scope="module")
+def measured(core: ov.Core) -> Iterator[dict[str, Any]]:
     """The card's metrics measured now: OpenVINO f32 and INT8 on held-out, f32 on seen."""
     evaluation = recipe_module("imaging_eval")
-    core = ov.Core()
     f32 = core.compile_model(str(FOLDER / "model.xml"), "CPU", F32)
     int8 = core.compile_model(str(FOLDER / "int8" / "model.xml"), "CPU")
     with threadpool_limits(1):  # the resampling is faster on one BLAS thread on two cores
@@ -141,14 +147,16 @@ def test_card_records_precision_and_parity(metrics: dict[str, Any]) -> None:
     assert parity["onnxruntime_fp32"]["max_abs_score"] < 1e-4
 
 
-def test_reference_set_passes_the_validation_gate_on_cpu(metrics: dict[str, Any]) -> None:
+def test_reference_set_passes_the_validation_gate_on_cpu(
+    metrics: dict[str, Any], core: ov.Core
+) -> None:
     manifest = parse_manifest((FOLDER / "manifest.json").read_bytes())
     result = validate(
         manifest,
         (FOLDER / "model.xml").read_bytes(),
         bytearray((FOLDER / "model.bin").read_bytes()),
         {CASES_FILE: (FOLDER / CASES_FILE).read_bytes()},
-        core=ov.Core(),
+        core=core,
     )
     assert result.passed, result.reason
     assert result.value == pytest.approx(metrics["reference"]["auc_f32"], abs=SAME)
