@@ -102,6 +102,8 @@ def build(out: Path) -> dict[str, Any]:
     reference = reference_set(out, core)
     results["reference"] = reference
     (out / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    # The card is written from what metrics.json holds (sorted keys), as --card-only does.
+    results = json.loads((out / "metrics.json").read_text())
     manifest = manifest_doc(reference["expected"])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     write_card(out, results, net)
