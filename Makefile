@@ -12,7 +12,8 @@ STATE_DIR ?= $(CURDIR)/.state
 APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config \
 	swtpm swtpm-tools tpm2-tools libtss2-dev libsystemd-dev systemd util-linux nftables \
 	tmux librsvg2-bin \
-	mmdebstrap mtools fdisk dosfstools e2fsprogs qemu-system-x86 ovmf systemd-boot-efi
+	mmdebstrap mtools fdisk dosfstools e2fsprogs qemu-system-x86 ovmf systemd-boot-efi \
+	mricron-data
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 IMAGE := build/image/appliance.img
@@ -40,6 +41,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip wheel
 	mkdir -p $(WHEEL_CACHE)
 	$(PY) -m pip wheel -q --find-links $(WHEEL_CACHE) --wheel-dir $(WHEEL_CACHE) $(COMPILED_WHEELS)
+	# The CPU build of torch (models/imaging-anomaly trains with it); +cpu keeps CUDA wheels out.
+	$(PY) -m pip install -q --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
 	$(PY) -m pip install -q --find-links $(WHEEL_CACHE) -e '.[test]'
 	touch $@
 
@@ -68,6 +71,7 @@ bench: deps venv ## benchmarks (print tables and name: value lines)
 	$(PY) bench/inference.py
 	$(PY) bench/notes.py
 	$(PY) bench/dicom.py
+	$(PY) bench/models.py
 
 models: deps venv ## rebuild every reference model (deterministic: git diff shows any change), then sign dev bundles into build/bundles
 	@for b in models/*/build.py; do echo "models: $$b"; $(PY) $$b || exit 1; done

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Recipe of the imaging anomaly reference model: ``python models/imaging-anomaly/build.py [OUT]``.
+
+Builds, from package data only (see imaging_data.py) and on fixed seeds, byte for byte:
+``torch/state_dict.npz`` (the trained weights), ``model.onnx``, ``model.xml``/``model.bin``
+(OpenVINO IR, f32), ``int8/model.xml``/``.bin`` (NNCF post-training quantisation),
+``reference/cases.npz`` (the validation gate's set), ``metrics.json``, ``manifest.json``,
+``CARD.md`` and ``SHA256SUMS``, into OUT (default: this folder). ``--card-only`` rewrites just
+CARD.md and SHA256SUMS from OUT's metrics.json (when only the card's wording changed).
+
+Determinism: fixed seeds, ``torch.use_deterministic_algorithms``, two torch threads and one BLAS
+thread (the numbers depend on how sums are split), npz files with fixed zip timestamps, IR nodes
+named from the ONNX graph. A full build took 17 to 26 minutes on a shared two-core machine
+(training dominates); the card-only path takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before numpy loads: a BLAS thread pool only slows the small resamplings down on two cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import hashlib
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parents[1])]
+
+import imaging_card  # noqa: E402
+import imaging_data as data  # noqa: E402
+import imaging_eval as evaluation  # noqa: E402
+import numpy as np  # noqa: E402
+import openvino as ov  # noqa: E402
+import torch  # noqa: E402
+from imaging_net import AnomalyNet  # noqa: E402
+from torch.nn import functional  # noqa: E402
+
+from appliance.imaging.preprocess import INPUT_SIZE  # noqa: E402
+from appliance.updates.validate import CASES_FILE, LABELS, auc  # noqa: E402
+from provisioning.testmodel import _rename_saved, npz_bytes  # noqa: E402
+
+NAME, VERSION = "imaging-anomaly", "1.0.0"
+SEED = evaluation.SEED
+STEPS, BATCH, CROP, LR = 600, 12, 64, 4e-3
+CALIBRATION_CASES, REFERENCE_CASES, TOLERANCE = 160, 100, 0.02
+THREADS = 2
+F32_HINT = {"INFERENCE_PRECISION_HINT": "f32"}
+BUILT = (
+    "torch/state_dict.npz",
+    "model.onnx",
+    "model.xml",
+    "model.bin",
+    "int8/model.xml",
+    "int8/model.bin",
+    CASES_FILE,
+    "metrics.json",
+    "manifest.json",
+    "CARD.md",
+)
+
+
+def main(argv: list[str]) -> int:
+    card_only = "--card-only" in argv
+    args = [a for a in argv[1:] if a != "--card-only"]
+    out = Path(args[0]).resolve() if args else HERE
+    started = time.monotonic()
+    if card_only:  # the card's wording changed, not the model: no need to train again
+        write_card(out, json.loads((out / "metrics.json").read_text()), AnomalyNet())
+        return 0
+    build(out)
+    print(f"imaging-anomaly: built into {out} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def build(out: Path) -> dict[str, Any]:
+    """Train, export, quantise, measure; write every file of BUILT and SHA256SUMS to ``out``."""
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(SEED)
+    for folder in ("torch", "int8", "reference"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    net = train(data.backgrounds(False))
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    (out / "torch/state_dict.npz").write_bytes(npz_bytes(state))
+    (out / "model.onnx").write_bytes(export_onnx(net))
+    core = ov.Core()
+    model = core.read_model(str(out / "model.onnx"))
+    ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
+    quantised = quantise(model)
+    ov.save_model(quantised, str(out / "int8/model.xml"), compress_to_fp16=False)
+    _rename_saved(out / "int8/model.xml")
+    del model, quantised
+    results = measure(out, net, core)
+    reference = reference_set(out, core)
+    results["reference"] = reference
+    (out / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    # The card is written from what metrics.json holds (sorted keys), as --card-only does.
+    results = json.loads((out / "metrics.json").read_text())
+    manifest = manifest_doc(reference["expected"])
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_card(out, results, net)
+    return results
+
+
+def write_card(out: Path, results: dict[str, Any], net: AnomalyNet) -> None:
+    """CARD.md from ``results``, then SHA256SUMS over every built file."""
+    (out / "CARD.md").write_text(imaging_card.render(results, data.SOURCES, training_doc(net)))
+    sums = "".join(f"{sha256(out / name)}  {name}\n" for name in BUILT)
+    (out / "SHA256SUMS").write_text(sums)
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def train(pool: tuple[data.Background, ...]) -> AnomalyNet:
+    """The net after STEPS Adam steps on fresh synthetic cases from the training scanners."""
+    rng = np.random.default_rng((SEED, 1))
+    net = AnomalyNet()
+    optimiser = torch.optim.Adam(net.parameters(), lr=LR)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, LR, total_steps=STEPS)
+    pos_weight = torch.tensor(4.0)
+    net.train()
+    for step in range(STEPS):
+        cases = data.make_cases(pool, BATCH, rng, augment=True)
+        images, masks, labels = _crops(cases, rng)
+        logits = net.logits(images)
+        pixel = functional.binary_cross_entropy_with_logits(logits, masks, pos_weight=pos_weight)
+        slice_ = functional.binary_cross_entropy_with_logits(net.pool(logits)[:, 0], labels)
+        loss = pixel + 0.5 * slice_
+        optimiser.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimiser.step()
+        schedule.step()
+        if step % 50 == 0:
+            print(f"  step {step:4d}  loss {loss.item():.4f}  {time.monotonic():.0f}", flush=True)
+    return net.eval()
+
+
+def _crops(
+    cases: data.CaseSet, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CROP x CROP windows (a lesion's centre well inside), masks at the logits' half resolution."""
+    n = len(cases.labels)
+    images = np.empty((n, 1, CROP, CROP), np.float32)
+    masks = np.empty((n, 1, CROP, CROP), np.float32)
+    limit = INPUT_SIZE - CROP
+    for i in range(n):
+        if cases.labels[i]:
+            cy, cx = np.argwhere(cases.masks[i, 0]).mean(axis=0).astype(int)
+            top = int(np.clip(cy - rng.integers(12, CROP - 12), 0, limit))
+            left = int(np.clip(cx - rng.integers(12, CROP - 12), 0, limit))
+        else:
+            top, left = (int(rng.integers(limit + 1)) for _ in range(2))
+        images[i] = cases.images[i, :, top : top + CROP, left : left + CROP]
+        masks[i] = cases.masks[i, :, top : top + CROP, left : left + CROP]
+    half = functional.avg_pool2d(torch.from_numpy(masks), 2)
+    return torch.from_numpy(images), half, torch.from_numpy(cases.labels.astype(np.float32))
+
+
+# --- export and quantisation -------------------------------------------------------------------
+
+
+def export_onnx(net: AnomalyNet) -> bytes:
+    """The eval-mode net as ONNX (opset 17, batch axis dynamic, batch norm folded)."""
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE),),
+        buffer,
+        input_names=["image"],
+        output_names=["score", "heatmap"],
+        dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}, "heatmap": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+        do_constant_folding=True,
+    )
+    return buffer.getvalue()
+
+
+def quantise(model: ov.Model) -> ov.Model:
+    """``model`` quantised to int8 by NNCF, calibrated on training-scanner cases only."""
+    import nncf
+
+    rng = np.random.default_rng((SEED, 4))
+    cases = data.make_cases(data.backgrounds(False), CALIBRATION_CASES, rng, augment=False)
+    rows = [cases.images[i : i + 1] for i in range(CALIBRATION_CASES)]
+    return nncf.quantize(
+        model,
+        nncf.Dataset(rows),
+        preset=nncf.QuantizationPreset.MIXED,  # asymmetric activations: the input is signed
+        subset_size=len(rows),
+    )
+
+
+# --- measurement -------------------------------------------------------------------------------
+
+
+def measure(out: Path, net: AnomalyNet, core: ov.Core) -> dict[str, Any]:
+    """Metrics of every runtime on the held-out and seen sets, and their parity with torch."""
+    import onnxruntime
+
+    held, seen = evaluation.evaluation_set(True), evaluation.evaluation_set(False)
+    f32 = core.compile_model(str(out / "model.xml"), "CPU", F32_HINT)
+    default = core.compile_model(str(out / "model.xml"), "CPU")
+    int8 = core.compile_model(str(out / "int8/model.xml"), "CPU")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    session = onnxruntime.InferenceSession(
+        str(out / "model.onnx"), options, ["CPUExecutionProvider"]
+    )
+
+    def torch_run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            score, heat = net(torch.from_numpy(x))
+        return score.numpy(), heat.numpy()
+
+    runners = {
+        "openvino_f32": lambda x: tuple(f32(x).values()),
+        "openvino_int8": lambda x: tuple(int8(x).values()),
+        "openvino_default_precision": lambda x: tuple(default(x).values()),
+        "onnxruntime_fp32": lambda x: tuple(session.run(None, {"image": x})),
+        "torch_fp32": torch_run,
+    }
+    outputs = {name: evaluation.run_batched(run, held.images) for name, run in runners.items()}
+    results: dict[str, Any] = {
+        "held_out": {
+            name: evaluation.metrics(s, h if name != "openvino_default_precision" else None, held)
+            for name, (s, h) in outputs.items()
+        },
+        "seen": {
+            "openvino_f32": evaluation.metrics(
+                *evaluation.run_batched(runners["openvino_f32"], seen.images), seen
+            )
+        },
+        "cases": {"held_out": len(held.labels), "seen": len(seen.labels)},
+        "precision": {
+            "openvino_f32": "INFERENCE_PRECISION_HINT=f32",
+            "openvino_default_precision": str(default.get_property("INFERENCE_PRECISION_HINT")),
+            "openvino_int8": "int8 (quantised layers); default precision elsewhere",
+            "openvino": str(ov.get_version()),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+    torch_score, torch_heat = outputs["torch_fp32"]
+    results["parity_vs_torch"] = {
+        name: {
+            "max_abs_score": float(f"{np.abs(s - torch_score).max():.3g}"),
+            "max_abs_heatmap": float(f"{np.abs(h - torch_heat).max():.3g}"),
+        }
+        for name, (s, h) in outputs.items()
+        if name != "torch_fp32"
+    }
+    goal = results["held_out"]
+    results["int8_auc_delta"] = round(
+        goal["openvino_int8"]["auc_goal"] - goal["openvino_f32"]["auc_goal"], 4
+    )
+    return results
+
+
+def reference_set(out: Path, core: ov.Core) -> dict[str, Any]:
+    """The gate's set: REFERENCE_CASES held-out cases (half lesions of contrast >= 0.15), f16."""
+    held = evaluation.evaluation_set(True)
+    rng = np.random.default_rng((SEED, 5))
+    positives = np.flatnonzero(held.contrast >= data.GOAL_CONTRAST)
+    negatives = np.flatnonzero(held.labels == 0)
+    half = REFERENCE_CASES // 2
+    chosen = np.sort(np.concatenate([rng.choice(positives, half, replace=False),
+                                     rng.choice(negatives, half, replace=False)]))  # fmt: skip
+    images = held.images[chosen].astype(np.float16)  # half the bytes; the gate casts to f32
+    labels = held.labels[chosen]
+    (out / CASES_FILE).write_bytes(npz_bytes({"image": images, LABELS: labels}))
+    f32 = core.compile_model(str(out / "model.xml"), "CPU", F32_HINT)
+    scores = np.concatenate(
+        [f32(images[i : i + 25].astype(np.float32))["score"] for i in range(0, len(images), 25)]
+    )
+    measured = auc(scores[:, 0], labels)
+    return {
+        "cases": len(labels),
+        "auc_f32": round(measured, 4),
+        "expected": math.floor(measured * 1000) / 1000,
+        "tolerance": TOLERANCE,
+    }
+
+
+def manifest_doc(expected: float) -> dict[str, Any]:
+    """The bundle manifest (appliance/updates/manifest.py); the gate measures ``score``."""
+    side = INPUT_SIZE
+    return {
+        "manifest_version": 1,
+        "name": NAME,
+        "version": VERSION,
+        "task": "imaging-anomaly",
+        "inputs": [{"name": "image", "shape": [-1, 1, side, side], "dtype": "f32"}],
+        "outputs": [
+            {"name": "score", "shape": [-1, 1], "dtype": "f32"},
+            {"name": "heatmap", "shape": [-1, 1, side, side], "dtype": "f32"},
+        ],
+        "compatibility": {"min_openvino": "2024.0", "devices": ["CPU", "GPU", "NPU"]},
+        "reference": {
+            "files": [CASES_FILE],
+            "metric": "auc",
+            "expected": expected,
+            "tolerance": TOLERANCE,
+        },
+    }
+
+
+def training_doc(net: AnomalyNet) -> dict[str, Any]:
+    """The training settings the card states."""
+    parameters = sum(p.numel() for p in net.parameters())
+    return {"parameters": parameters, "steps": STEPS, "batch": BATCH, "crop": CROP, "lr": LR,
+            "seed": SEED}  # fmt: skip
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,45 @@
+"""The committed imaging model goes through the box's update channel like any vendor bundle:
+signed with test vendor keys, installed by the real agent on a real swtpm, validated by the gate
+on the CPU, committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance.audit.records import AuditEvent
+from appliance.config import Config
+from appliance.identity.roles import Role
+from appliance.runtime import open_runtime
+from appliance.trust import core
+from appliance.trust.tpm import open_tpm
+from appliance.updates.agent import Phase, import_vendor_root
+from appliance.updates.wiring import make_agent
+from provisioning.vendor import build_bundle
+from tests.updates.conftest import NOT_BEFORE, RepoSim
+
+from .imaging import FOLDER
+
+PASSWORD = "a long enough passphrase"
+
+
+def test_imaging_bundle_installs_validates_and_commits(config: Config, tmp_path: Path) -> None:
+    sim = RepoSim(tmp_path / "vendor")
+    bundle = build_bundle(
+        FOLDER, sim.repo, sim.signers(), sim.out / "imaging.aplbundle", not_before=NOT_BEFORE
+    ).path
+    with open_tpm(config.device_tcti()) as tpm:
+        core.enroll(tpm, config)
+    with open_runtime(config) as rt:
+        rt.identity.bootstrap_admin("alice", "correct horse battery staple")
+        admin, _ = rt.identity.login("alice", "correct horse battery staple")
+        rt.identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
+        agent = make_agent(rt, "tech")
+        import_vendor_root(agent.paths, sim.first_root())
+        state = agent.install(bundle)
+        assert state.phase is Phase.DONE, state.reason
+        assert state.reason and "auc" in state.reason and "meets" in state.reason
+        active = agent.store.state("imaging-anomaly")
+        assert active.active is not None
+        assert active.slots[active.active].version == "1.0.0"  # type: ignore[union-attr]
+        events = [r.event for r in rt.audit.records()]
+        assert AuditEvent.UPDATE_INSTALLED in events
