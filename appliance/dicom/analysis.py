@@ -119,6 +119,12 @@ def summarise(outputs: Mapping[str, Any]) -> SliceFinding:
     return SliceFinding(float(out.max()), heat.astype(np.float32))
 
 
+def _is_imaging_model(served: Any) -> bool:
+    """The imaging package's models answer ``score`` and ``heatmap`` (models/imaging-anomaly)."""
+    names = {name for port in served.compiled.outputs for name in port.get_names()}
+    return {"score", "heatmap"} <= names
+
+
 class ModelAnalyser:
     """Runs the served model ``model`` on every image of a study, one slice at a time."""
 
@@ -127,23 +133,37 @@ class ModelAnalyser:
         models: ModelSource,
         model: str,
         *,
-        to_input: Callable[[Dataset], FloatArray] = slice_to_input,
-        summary: Callable[[Mapping[str, Any]], SliceResult] = summarise,
+        to_input: Callable[[Dataset], FloatArray] | None = None,
+        summary: Callable[[Mapping[str, Any]], SliceResult] | None = None,
     ) -> None:
         self.models = models
         self.model = model
         self.to_input = to_input
         self.summary = summary
 
+    def _functions(
+        self, served: Any
+    ) -> tuple[Callable[[Dataset], FloatArray], Callable[[Mapping[str, Any]], SliceResult]]:
+        """The given functions; else the imaging package's for its models; else the defaults."""
+        if self.to_input is not None and self.summary is not None:
+            return self.to_input, self.summary
+        if _is_imaging_model(served):
+            from appliance.imaging import postprocess, preprocess
+
+            return (self.to_input or preprocess.slice_to_input,
+                    self.summary or postprocess.summarise)  # fmt: skip
+        return self.to_input or slice_to_input, self.summary or summarise
+
     def analyse(self, datasets: Sequence[Dataset]) -> Findings:
         if not datasets:
             raise AnalysisError("the study has no images.", "Ask the sender to resend the study.")
         served = self.models.get(self.model)  # held to the end: a hot swap does not split a study
         name = served.compiled.inputs[0].get_any_name()
+        to_input, summary = self._functions(served)
         slices: list[tuple[str, SliceResult]] = []
         for ds in datasets:
-            outputs = served.infer({name: self.to_input(ds)})
-            slices.append((str(ds.SOPInstanceUID), self.summary(outputs)))
+            outputs = served.infer({name: to_input(ds)})
+            slices.append((str(ds.SOPInstanceUID), summary(outputs)))
         score = max(float(f.score) for _, f in slices)
         return Findings(score, slices, served.provenance.as_dict())
 
