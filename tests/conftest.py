@@ -72,3 +72,13 @@ def accounts_for_every_role(identity: IdentityService) -> dict[Role, str]:
             identity.add_account(admin, name, role, USER_PASSWORD)
             tokens[role] = identity.login(name, USER_PASSWORD, reason="test")[1].token
     return tokens
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Figures tests report (``name: value``, e.g. the boot test's boot_to_ready_s), printed at
+    the end of the run past pytest's output capture, so that `make test` shows them."""
+    figures: list[str] = getattr(terminalreporter.config, "appliance_figures", [])
+    if figures:
+        terminalreporter.section("figures")
+        for line in figures:
+            terminalreporter.write_line(line)

@@ -156,11 +156,12 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def report(config: pytest.Config, name: str, value: float) -> None:
-    """A figure for the log, written by pytest's terminal reporter past the capture."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    """A figure for the log: kept for the run's terminal summary (tests/conftest.py), which
+    prints past pytest's output capture."""
     line = f"{name}: {value:.1f}"
-    if reporter is not None:
-        reporter.write_line(f"\n{line}")
+    figures: list[str] = getattr(config, "appliance_figures", [])
+    figures.append(line)
+    config.appliance_figures = figures  # type: ignore[attr-defined]
     print(line)
 
 
