@@ -345,7 +345,12 @@ def booted(vm: VirtualMachine) -> Iterator[VirtualMachine]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="image/vm.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", type=Path, default=REPO / "build/image/appliance.img")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=REPO / "build/image/appliance.img",
+        help="the disk image (default: build/image/appliance.img, made by `make image`)",
+    )
     parser.add_argument(
         "--state",
         type=Path,
