@@ -241,7 +241,11 @@ class VirtualMachine:
             log.unlink(missing_ok=True)
         sock = self._start_swtpm()
         self.started = time.monotonic()
-        proc = subprocess.Popen(self.qemu_argv(sock, interactive=interactive))
+        try:
+            proc = subprocess.Popen(self.qemu_argv(sock, interactive=interactive))
+        except BaseException:
+            self.stop()  # no swtpm left behind when QEMU cannot start
+            raise
         self.procs.append(proc)
         return proc
 
