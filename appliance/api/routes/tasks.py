@@ -20,6 +20,7 @@ from appliance.api.deps import (
 )
 from appliance.api.tensors import InputError
 from appliance.errors import ApplianceError
+from appliance.identity.roles import Principal
 from appliance.inference.registry import ServedModel
 from appliance.notes import service as notes_service
 from appliance.notes.pipeline import NoteTooLongError
@@ -83,9 +84,17 @@ def _risk(svc: ApiServices, headers: dict[str, str], body: RiskScoreRequest) -> 
     outputs = model.infer({spec.name: features})
     scores = outputs[model.manifest.outputs[0].name].reshape(len(features), -1)[:, 0]
     result = {"scores": [round(float(s), 6) for s in scores]}
+    return _recorded(svc, who, model, "risk-score", body.subject_id, body.features, result)
+
+
+def _recorded(
+    svc: ApiServices, who: Principal, model: ServedModel, route: str, subject: str | None,
+    inputs: Any, result: dict[str, Any],
+) -> TaskResult:  # fmt: skip
+    """Audit and store a task's result (both durable before the answer), then answer it."""
     request_id = new_request_id()
-    record(svc, who, model, request_id=request_id, route="risk-score", subject=body.subject_id,
-           inputs_sha256=inputs_digest(body.features), outputs=result)  # fmt: skip
+    record(svc, who, model, request_id=request_id, route=route, subject=subject,
+           inputs_sha256=inputs_digest(inputs), outputs=result)  # fmt: skip
     return TaskResult(request_id=request_id, provenance=model.provenance.as_dict(), result=result)
 
 
@@ -114,10 +123,7 @@ def _notes(svc: ApiServices, headers: dict[str, str], body: NotesRequest) -> Tas
         result = notes_service.pipeline_for(model).process(body.text).as_dict()
     except NoteTooLongError as exc:
         raise InputError(exc.message, exc.hint) from exc
-    request_id = new_request_id()
-    record(svc, who, model, request_id=request_id, route="notes", subject=body.note_id,
-           inputs_sha256=inputs_digest(body.text), outputs=result)  # fmt: skip
-    return TaskResult(request_id=request_id, provenance=model.provenance.as_dict(), result=result)
+    return _recorded(svc, who, model, "notes", body.note_id, body.text, result)
 
 
 @router.post("/v1/tasks/notes")
