@@ -21,7 +21,9 @@ from appliance.api.deps import ApiServices
 from appliance.api.results import ResultNotFoundError
 from appliance.api.routes import news2, results, tasks, v2
 from appliance.api.routes.tasks import NoModelForTaskError
+from appliance.api.studies import UnsupportedMediaError
 from appliance.api.tensors import InputError
+from appliance.dicom.analysis import AnalysisError
 from appliance.errors import (
     AccountLockedError,
     ApplianceError,
@@ -30,6 +32,7 @@ from appliance.errors import (
     SessionExpiredError,
     StorageError,
 )
+from appliance.imaging.errors import ModelOutputError, UnusableSliceError
 from appliance.inference.errors import InferenceError
 from appliance.inference.registry import ModelNotFoundError
 
@@ -39,7 +42,9 @@ DEFAULT_MAX_BODY = 64 << 20
 STATUS: list[tuple[type[ApplianceError], int]] = [
     (SessionExpiredError, 401), (AuthenticationError, 401), (AccountLockedError, 401),
     (PermissionDeniedError, 403), (ModelNotFoundError, 404), (ResultNotFoundError, 404),
-    (InputError, 400), (InferenceError, 400), (NoModelForTaskError, 503), (StorageError, 503),
+    (UnsupportedMediaError, 415), (InputError, 400), (InferenceError, 400),
+    (UnusableSliceError, 400), (AnalysisError, 400), (ModelOutputError, 503),
+    (NoModelForTaskError, 503), (StorageError, 503),
 ]  # fmt: skip
 
 Scope = MutableMapping[str, Any]

@@ -60,3 +60,16 @@ def summarise(outputs: Mapping[str, Any]) -> SliceFinding:
                 f"the '{name}' output holds values outside [0, 1] or NaN.", _HINT
             )
     return SliceFinding(float(score.reshape(())), heatmap[0, 0].copy())
+
+
+def peak(heatmap: npt.NDArray[np.float32], rows: int, columns: int) -> tuple[int, int]:
+    """Where the heat map is hottest, as (row, column) on the source slice of ``rows`` x
+    ``columns`` pixels (preprocess centred the slice in a square, then resampled it to the map's
+    grid; this undoes both)."""
+    grid_rows, grid_columns = heatmap.shape
+    i, j = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    side = max(rows, columns)
+    top, left = (side - rows) // 2, (side - columns) // 2
+    row = int((int(i) + 0.5) * side / grid_rows) - top
+    column = int((int(j) + 0.5) * side / grid_columns) - left
+    return min(max(row, 0), rows - 1), min(max(column, 0), columns - 1)

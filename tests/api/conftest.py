@@ -55,7 +55,11 @@ class Served:
     def install(self, version: str) -> None:
         folder = self.sim.top / "served" / version
         build_model_dir(folder, name="risk-demo", version=version)
-        out = self.sim.out / f"risk-demo-{version}.aplbundle"
+        self.install_folder(folder, f"risk-demo-{version}")
+
+    def install_folder(self, folder: Path, label: str | None = None) -> None:
+        """Sign the model folder ``folder`` as a bundle and install it through the real agent."""
+        out = self.sim.out / f"{label or folder.name}.aplbundle"
         bundle = build_bundle(folder, self.sim.repo, self.sim.signers(), out, not_before=NOT_BEFORE)
         state = make_agent(self.rt, "tech").install(bundle.path)
         assert state.phase == "done", state.reason
@@ -79,10 +83,15 @@ def prepared(config: Config, sim: RepoSim) -> Iterator[Served]:
         yield box
 
 
+def serving(box: Served) -> Iterator[Served]:
+    """``box`` served on uvicorn over TLS for the life of the fixture that yields from this."""
+    box.api = serve(box.rt, ov.Core(), port=0)
+    try:
+        yield box
+    finally:
+        box.api.stop()
+
+
 @pytest.fixture
 def served(prepared: Served) -> Iterator[Served]:
-    prepared.api = serve(prepared.rt, ov.Core(), port=0)
-    try:
-        yield prepared
-    finally:
-        prepared.api.stop()
+    yield from serving(prepared)

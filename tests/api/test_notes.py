@@ -8,18 +8,13 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import openvino as ov
 import pytest
 
-from appliance.api.server import serve
 from appliance.audit.records import AuditEvent, hash_subject
 from appliance.identity.roles import Role
 from appliance.logs import setup_logging
-from appliance.updates.wiring import make_agent
-from provisioning.vendor import build_bundle
-from tests.updates.conftest import NOT_BEFORE
 
-from .conftest import Served
+from .conftest import Served, serving
 
 NOTES_MODEL = Path(__file__).resolve().parents[2] / "models" / "notes-phi"
 PHI = {
@@ -40,16 +35,8 @@ NOTE = (
 @pytest.fixture
 def notes_served(prepared: Served) -> Iterator[Served]:
     """The served box with notes-phi 1.0.0 installed next to the demo risk model."""
-    out = prepared.sim.out / "notes-phi-1.0.0.aplbundle"
-    bundle = build_bundle(NOTES_MODEL, prepared.sim.repo, prepared.sim.signers(), out,
-                          not_before=NOT_BEFORE)  # fmt: skip
-    state = make_agent(prepared.rt, "tech").install(bundle.path)
-    assert state.phase == "done", state.reason
-    prepared.api = serve(prepared.rt, ov.Core(), port=0)
-    try:
-        yield prepared
-    finally:
-        prepared.api.stop()
+    prepared.install_folder(NOTES_MODEL, "notes-phi-1.0.0")
+    yield from serving(prepared)
 
 
 def test_the_notes_bundle_installs_through_the_gate(notes_served: Served) -> None:

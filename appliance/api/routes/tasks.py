@@ -1,12 +1,14 @@
 """Task routes: risk scores, notes, studies. Schemas and validation here; the note logic is in
-appliance/notes/, the study logic lands with the DICOM receiver (until then: 503, saying so)."""
+appliance/notes/, the study logic in appliance/dicom/analysis.py and appliance/imaging/ (the same
+analyser the DICOM receiver's worker runs), the study body's checks in appliance/api/studies.py."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,9 +20,12 @@ from appliance.api.deps import (
     record,
     services,
 )
+from appliance.api.studies import read_study
 from appliance.api.tensors import InputError
+from appliance.dicom.analysis import ModelAnalyser
 from appliance.errors import ApplianceError
 from appliance.identity.roles import Principal
+from appliance.imaging.postprocess import peak
 from appliance.inference.registry import ServedModel
 from appliance.notes import service as notes_service
 from appliance.notes.pipeline import NoteTooLongError
@@ -46,10 +51,6 @@ class RiskScoreRequest(Strict):
 class NotesRequest(Strict):
     note_id: str | None = Field(None, max_length=128)
     text: str = Field(..., min_length=1, max_length=1_000_000)
-
-
-class StudyRequest(Strict):
-    study_instance_uid: str = Field(..., pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
 
 
 class TaskResult(BaseModel):
@@ -103,15 +104,6 @@ async def risk_score(request: Request, body: RiskScoreRequest) -> TaskResult:
     return await run_in_threadpool(_risk, services(request), dict(request.headers), body)
 
 
-def _pending(svc: ApiServices, headers: dict[str, str], entry: str, task: Task) -> TaskResult:
-    authorise(svc, headers, entry)
-    _model_for(svc, task)
-    raise NoModelForTaskError(
-        f"the '{task}' task logic is not installed on this box yet.",
-        "It arrives with the vendor's reference models; nothing was stored.",
-    )
-
-
 def _notes(svc: ApiServices, headers: dict[str, str], body: NotesRequest) -> TaskResult:
     """Redact PHI and extract mentions; the note's text is never logged or audited, only hashed."""
     who = authorise(svc, headers, "api:POST /v1/tasks/notes")
@@ -131,8 +123,41 @@ async def notes(request: Request, body: NotesRequest) -> TaskResult:
     return await run_in_threadpool(_notes, services(request), dict(request.headers), body)
 
 
-@router.post("/v1/tasks/studies")
-async def studies(request: Request, body: StudyRequest) -> TaskResult:
-    args = (services(request), dict(request.headers), "api:POST /v1/tasks/studies",
-            Task.IMAGING_ANOMALY)  # fmt: skip
-    return await run_in_threadpool(_pending, *args)
+def _studies(svc: ApiServices, headers: dict[str, str], model_name: str | None,
+             body: bytes) -> TaskResult:  # fmt: skip
+    """Analyse the study in ``body`` (one or more DICOM instances) with the imaging model."""
+    who = authorise(svc, headers, "api:POST /v1/tasks/studies")
+    study = read_study(headers.get("content-type", ""), body)  # a bad body is a 4xx, first
+    model = _model_for(svc, Task.IMAGING_ANOMALY, model_name)
+    findings = ModelAnalyser(svc.registry, model.manifest.name).analyse(study.datasets)
+    rows = {str(ds.SOPInstanceUID): (int(ds.Rows), int(ds.Columns)) for ds in study.datasets}
+    instances = []
+    for sop_uid, finding in findings.slices:
+        row, column = peak(np.asarray(finding.heatmap), *rows[sop_uid])
+        instances.append({"sop_instance_uid": sop_uid, "score": round(float(finding.score), 6),
+                          "peak": {"row": row, "column": column}})  # fmt: skip
+    result = {
+        "study_instance_uid": study.study_uid,
+        "score": round(float(findings.score), 6),
+        "worst_sop_instance_uid": findings.worst[0],
+        "instances": instances,
+    }
+    # The study UID is the subject (the audit stores it hashed); the inputs' digest is the body's.
+    request_id = new_request_id()
+    record(svc, who, model, request_id=request_id, route="studies", subject=study.study_uid,
+           inputs_sha256=hashlib.sha256(body).hexdigest(), outputs=result)  # fmt: skip
+    return TaskResult(request_id=request_id, provenance=model.provenance.as_dict(), result=result)
+
+
+@router.post(
+    "/v1/tasks/studies",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+    }}},
+)  # fmt: skip
+async def studies(request: Request, model: str | None = Query(None, max_length=64)) -> TaskResult:
+    """The images of one study (``application/dicom``, or several as STOW-RS style
+    ``multipart/related``) scored by the imaging model: per-image score and hottest point."""
+    body = await request.body()
+    return await run_in_threadpool(_studies, services(request), dict(request.headers), model, body)
