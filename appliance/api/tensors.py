@@ -41,8 +41,31 @@ def v2_type(spec: TensorSpec) -> str:
     return MANIFEST_TO_V2.get(str(spec.dtype), "BYTES")
 
 
-def decode_inputs(manifest: Manifest, inputs: Sequence[Mapping[str, Any]]) -> dict[str, Array]:
-    """Turn the request's ``inputs`` into arrays for the model, or raise InputError."""
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary tensor data of a request body.
+
+    KServe v2's binary tensor data extension (Triton's, which stock clients such as tritonclient
+    use by default): the ``Inference-Header-Content-Length`` header gives the JSON part's length;
+    the tensors' raw bytes follow it, in the order of the inputs that name a
+    ``binary_data_size``. Without the header the whole body is JSON.
+    """
+    if header_length is None:
+        return body, memoryview(b"")
+    if not header_length.strip().isdigit() or int(header_length) > len(body):
+        raise InputError(
+            f"Inference-Header-Content-Length is {header_length!r}; the body has {len(body)} "
+            "bytes.",
+            "Give the length of the JSON header in bytes (binary tensor data extension).",
+        )
+    length = int(header_length)
+    return body[:length], memoryview(body)[length:]
+
+
+def decode_inputs(
+    manifest: Manifest, inputs: Sequence[Mapping[str, Any]], binary: memoryview | None = None
+) -> dict[str, Array]:
+    """Turn the request's ``inputs`` (JSON data, or ``binary`` slices) into arrays for the model,
+    or raise InputError."""
     specs = {spec.name: spec for spec in manifest.inputs}
     given = [str(item.get("name")) for item in inputs]
     missing = sorted(set(specs) - set(given))
@@ -52,10 +75,47 @@ def decode_inputs(manifest: Manifest, inputs: Sequence[Mapping[str, Any]]) -> di
             f"the request's inputs are {given}; model '{manifest.name}' takes {sorted(specs)}.",
             "Send each model input exactly once (GET /v2/models/NAME lists them).",
         )
-    return {str(item["name"]): _decode(specs[str(item["name"])], item) for item in inputs}
+    raw = binary if binary is not None else memoryview(b"")
+    arrays: dict[str, Array] = {}
+    offset = 0
+    for item in inputs:
+        spec = specs[str(item["name"])]
+        size = _binary_size(spec.name, item)
+        if size is None:
+            arrays[spec.name] = _decode(spec, item)
+        else:
+            if offset + size > len(raw):
+                raise InputError(
+                    f"input '{spec.name}' claims {size} bytes of binary data; only "
+                    f"{len(raw) - offset} are left in the body.",
+                    "Append each binary input's bytes after the JSON header, in input order.",
+                )
+            arrays[spec.name] = _decode_binary(spec, item, raw[offset : offset + size])
+            offset += size
+    if offset != len(raw):
+        raise InputError(
+            f"the body holds {len(raw) - offset} bytes of binary data that no input claims.",
+            "Give each binary input its 'binary_data_size' parameter.",
+        )
+    return arrays
 
 
-def _decode(spec: TensorSpec, item: Mapping[str, Any]) -> Array:
+def _binary_size(name: str, item: Mapping[str, Any]) -> int | None:
+    params = item.get("parameters")
+    size = params.get("binary_data_size") if isinstance(params, Mapping) else None
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InputError(f"input '{name}' has binary_data_size {size!r}.", "Give a byte count.")
+    if "data" in item:
+        raise InputError(
+            f"input '{name}' has both 'data' and binary_data_size.", "Send one or the other."
+        )
+    return size
+
+
+def _checked(spec: TensorSpec, item: Mapping[str, Any]) -> tuple[str, list[int], int]:
+    """The input's datatype, shape and element count, checked against ``spec``."""
     name, want = spec.name, v2_type(spec)
     if item.get("datatype") != want:
         raise InputError(
@@ -63,12 +123,20 @@ def _decode(spec: TensorSpec, item: Mapping[str, Any]) -> Array:
             f"Send it as {want}.",
         )
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise InputError(f"input '{name}' has no valid shape ({shape!r}).", "Give a list of sizes.")
     _check_shape(name, shape, list(spec.shape))
     count = math.prod(shape)
     if count > MAX_ELEMENTS:
         raise InputError(f"input '{name}' has {count} elements; at most {MAX_ELEMENTS}.")
+    return want, shape, count
+
+
+def _decode(spec: TensorSpec, item: Mapping[str, Any]) -> Array:
+    want, shape, count = _checked(spec, item)
+    name = spec.name
     try:
         array = np.asarray(item.get("data"), dtype=V2_TO_NUMPY[want])
     except (TypeError, ValueError, OverflowError) as exc:
@@ -81,9 +149,26 @@ def _decode(spec: TensorSpec, item: Mapping[str, Any]) -> Array:
             f"input '{name}' has {array.size} values; shape {shape} needs {count}.",
             "Make the data match the shape.",
         )
+    return _finite(name, array).reshape(shape)
+
+
+def _decode_binary(spec: TensorSpec, item: Mapping[str, Any], raw: memoryview) -> Array:
+    want, shape, count = _checked(spec, item)
+    dtype = np.dtype(V2_TO_NUMPY[want]).newbyteorder("<")  # the extension is little-endian
+    if len(raw) != count * dtype.itemsize:
+        raise InputError(
+            f"input '{spec.name}' has {len(raw)} bytes of binary data; shape {shape} of {want} "
+            f"needs {count * dtype.itemsize}.",
+            "Send the tensor's raw little-endian bytes in row-major order.",
+        )
+    array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
+    return _finite(spec.name, array).reshape(shape)
+
+
+def _finite(name: str, array: Array) -> Array:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError(f"input '{name}' holds NaN or infinite values.", "Send finite numbers.")
-    return array.reshape(shape)
+    return array
 
 
 def _check_shape(name: str, shape: list[int], model: list[int]) -> None:
@@ -95,10 +180,32 @@ def _check_shape(name: str, shape: list[int], model: list[int]) -> None:
         )
 
 
+def requested_outputs(payload: Mapping[str, Any]) -> tuple[list[str], set[str], bool]:
+    """(names asked for, those asked for as binary, whether unnamed outputs are binary).
+
+    ``outputs: [{"name", "parameters": {"binary_data": true}}]`` asks for outputs by name;
+    ``parameters.binary_data_output`` makes binary the default (tritonclient sends it when it
+    asks for every output)."""
+    params = payload.get("parameters")
+    default = bool(isinstance(params, Mapping) and params.get("binary_data_output") is True)
+    names: list[str] = []
+    binary: set[str] = set()
+    for entry in payload.get("outputs") or []:
+        name = str(entry.get("name"))
+        names.append(name)
+        options = entry.get("parameters")
+        flag = options.get("binary_data") if isinstance(options, Mapping) else None
+        if flag is True or (flag is None and default):
+            binary.add(name)
+    return names, binary, default
+
+
 def encode_outputs(
-    outputs: Mapping[str, Array], wanted: Sequence[str] | None
-) -> list[dict[str, Any]]:
-    """The response's ``outputs``: flat row-major data with shape and datatype."""
+    outputs: Mapping[str, Array], wanted: Sequence[str] | None, binary: set[str] | None = None,
+    *, all_binary: bool = False,
+) -> tuple[list[dict[str, Any]], list[bytes]]:  # fmt: skip
+    """The response's ``outputs`` (flat row-major data, or ``binary_data_size`` for the outputs
+    sent as binary) and the binary outputs' bytes, in order."""
     names = list(wanted) if wanted else sorted(outputs)
     unknown = sorted(set(names) - set(outputs))
     if unknown:
@@ -106,12 +213,20 @@ def encode_outputs(
             f"output {unknown[0]!r} was asked for; the model gives {sorted(outputs)}.",
             "Ask for the model's outputs (GET /v2/models/NAME lists them).",
         )
-    return [
-        {
+    entries: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in names:
+        array = outputs[name]
+        entry: dict[str, Any] = {
             "name": name,
-            "shape": list(outputs[name].shape),
-            "datatype": NUMPY_TO_V2.get(outputs[name].dtype.str, "FP32"),
-            "data": outputs[name].reshape(-1).tolist(),
+            "shape": list(array.shape),
+            "datatype": NUMPY_TO_V2.get(array.dtype.str, "FP32"),
         }
-        for name in names
-    ]
+        if name in (binary or set()) or (all_binary and not wanted):
+            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        entries.append(entry)
+    return entries, blobs

@@ -3,6 +3,7 @@ clear 4xx for bad input, auth and audit, hot swap without a failed request."""
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import threading
@@ -46,6 +47,70 @@ def test_a_stock_kserve_v2_client_gets_correct_outputs(served: Served) -> None:
         result.as_numpy("risk").reshape(-1), expected_risk(FEATURES), rtol=1e-5
     )
     client.close()
+
+
+def test_a_stock_client_with_its_defaults_uses_binary_tensors(served: Served) -> None:
+    """tritonclient sends inputs as binary tensor data and asks for binary outputs by default
+    (KServe v2's binary tensor data extension); the box answers in kind and keeps the bytes."""
+    assert served.api.tls is not None
+    ctx = ssl.create_default_context(cafile=str(served.api.tls.cert))
+    client = triton.InferenceServerClient(
+        f"127.0.0.1:{served.api.port}", ssl=True, ssl_context_factory=lambda: ctx
+    )
+    headers = {"Authorization": f"Bearer {served.tokens[Role.SERVICE]}"}
+    assert "binary_tensor_data" in client.get_server_metadata(headers=headers)["extensions"]
+    tensor = triton.InferInput("features", list(FEATURES.shape), "FP32")
+    tensor.set_data_from_numpy(FEATURES)  # binary_data=True
+    for outputs in (None, [triton.InferRequestedOutput("risk")]):
+        result = client.infer("risk-demo", [tensor], outputs=outputs, headers=headers)
+        risk = result.as_numpy("risk")
+        np.testing.assert_allclose(risk.reshape(-1), expected_risk(FEATURES), rtol=1e-5)
+        output = result.get_output("risk")
+        assert output["parameters"]["binary_data_size"] == risk.nbytes
+    client.close()
+    request_id = result.get_response()["parameters"]["request_id"]
+    with served.client() as http:
+        stored = http.get(f"/v1/results/{request_id}").json()["outputs"][0]
+    kept = np.frombuffer(base64.b64decode(stored["data_base64"]), "<f4").reshape(stored["shape"])
+    np.testing.assert_array_equal(kept, risk)
+
+
+def _binary_request(header: dict[str, object], blob: bytes, length: str | None = None
+                    ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    head = json.dumps(header).encode()
+    hdrs = {"Inference-Header-Content-Length": length or str(len(head)),
+            "Content-Type": "application/octet-stream"}  # fmt: skip
+    return head + blob, hdrs
+
+
+def _binary_input(size: int, shape: list[int] | None = None) -> dict[str, object]:
+    return {"inputs": [{"name": "features", "shape": shape or list(FEATURES.shape),
+                        "datatype": "FP32", "parameters": {"binary_data_size": size}}]}  # fmt: skip
+
+
+BLOB = FEATURES.astype("<f4").tobytes()
+BAD_BINARY = {
+    "header longer than the body": (_binary_input(len(BLOB)), BLOB, "999999",
+                                    "Inference-Header-Content-Length"),
+    "header length not a number": (_binary_input(len(BLOB)), BLOB, "ten", "Inference-Header"),
+    "fewer bytes than claimed": (_binary_input(len(BLOB)), BLOB[:-4], None, "only"),
+    "bytes no input claims": (_binary_input(len(BLOB)), BLOB + b"1234", None, "no input claims"),
+    "size does not fit the shape": (_binary_input(len(BLOB) - 4), BLOB[:-4], None, "needs"),
+    "negative size": (_binary_input(-1), b"", None, "binary_data_size"),
+    "data and binary": ({"inputs": [{**_binary_input(len(BLOB))["inputs"][0],  # type: ignore[index]
+                                     "data": [1]}]}, BLOB, None, "both"),
+    "NaN in binary": (_binary_input(len(BLOB)), np.full(40, np.nan, "<f4").tobytes(), None, "NaN"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_BINARY))
+def test_bad_binary_tensor_data_is_a_400_saying_what(served: Served, case: str) -> None:
+    header, blob, length, words = BAD_BINARY[case]
+    body, headers = _binary_request(header, blob, length)
+    with served.client() as http:
+        answer = http.post("/v2/models/risk-demo/infer", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert words in answer.json()["error"], answer.json()
 
 
 def test_every_result_carries_provenance_and_can_be_fetched_again(served: Served) -> None:

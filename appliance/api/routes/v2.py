@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -13,17 +15,24 @@ from fastapi.concurrency import run_in_threadpool
 from appliance.api.deps import (
     ApiServices,
     authorise,
-    inputs_digest,
     new_request_id,
     record_async,
     services,
 )
-from appliance.api.tensors import InputError, decode_inputs, encode_outputs, v2_type
+from appliance.api.tensors import (
+    InputError,
+    decode_inputs,
+    encode_outputs,
+    requested_outputs,
+    split_body,
+    v2_type,
+)
 from appliance.identity.roles import Principal
 from appliance.inference.registry import ServedModel
 from appliance.updates.manifest import TensorSpec
 
 router = APIRouter()
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def _check(request: Request, entry: str) -> ApiServices:
@@ -49,7 +58,8 @@ def ready(request: Request, response: Response) -> dict[str, bool]:
 @router.get("/v2")
 def server_metadata(request: Request) -> dict[str, Any]:
     svc = _check(request, "api:GET /v2")
-    return {"name": svc.server_name, "version": svc.server_version, "extensions": []}
+    return {"name": svc.server_name, "version": svc.server_version,
+            "extensions": ["binary_tensor_data"]}  # fmt: skip
 
 
 def _spec(spec: TensorSpec) -> dict[str, Any]:
@@ -93,14 +103,19 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         # Off the worker thread: waiting for the group commit costs no thread.
         await record_async(svc, job.who, job.model, request_id=job.request_id, route="v2-infer",
                            subject=job.subject, inputs_sha256=job.inputs_sha256,
-                           outputs=job.response["outputs"])  # fmt: skip
+                           outputs=job.stored)  # fmt: skip
     except Exception:
         job.finish(svc, "error")
         raise
     job.finish(svc, "ok")
+    head = json.dumps(job.response).encode()
+    if not job.blobs:
+        return Response(head, media_type="application/json",
+                        headers={"X-Request-Id": job.request_id})  # fmt: skip
+    # Binary tensor data extension: the JSON header, then each binary output's bytes.
     return Response(
-        json.dumps(job.response), media_type="application/json",
-        headers={"X-Request-Id": job.request_id},
+        b"".join([head, *job.blobs]), media_type="application/octet-stream",
+        headers={"X-Request-Id": job.request_id, HEADER_LENGTH: str(len(head))},
     )  # fmt: skip
 
 
@@ -115,6 +130,8 @@ class _Job:
     inputs_sha256: str
     response: dict[str, Any]
     start: float
+    blobs: list[bytes]
+    stored: list[dict[str, Any]]  # the outputs as the result store keeps them
 
     def finish(self, svc: ApiServices, outcome: str) -> None:
         labels = (self.model.manifest.name, self.model.provenance.device)
@@ -127,17 +144,18 @@ def _compute(
     svc: ApiServices, headers: dict[str, str], name: str, version: str | None, body: bytes
 ) -> _Job:
     who = authorise(svc, headers, "api:POST /v2/models/{name}/infer")
-    payload = _parse(body)
+    header, binary = split_body(body, headers.get(HEADER_LENGTH.lower()))
+    payload = _parse(header)
     model = svc.registry.get(name, version)
     start = time.perf_counter()
     svc.metrics.in_flight.inc()
     try:
-        arrays = decode_inputs(model.manifest, payload["inputs"])
+        arrays = decode_inputs(model.manifest, payload["inputs"], binary)
         outputs = model.infer(arrays)
-        wanted = [str(o.get("name")) for o in payload.get("outputs") or []]
-        encoded = encode_outputs(outputs, wanted)
+        wanted, as_binary, all_binary = requested_outputs(payload)
+        encoded, blobs = encode_outputs(outputs, wanted, as_binary, all_binary=all_binary)
     except Exception:
-        _Job(who, model, "", None, "", {}, start).finish(svc, "error")
+        _Job(who, model, "", None, "", {}, start, [], []).finish(svc, "error")
         raise
     request_id = new_request_id()
     params = payload.get("parameters") or {}
@@ -150,8 +168,16 @@ def _compute(
     }
     if "id" in payload:
         response["id"] = str(payload["id"])
+    # The result store keeps binary outputs' bytes as base64 (cheap; a float list is not).
+    chunks = iter(blobs)
+    stored = [
+        {**entry, "data_base64": base64.b64encode(next(chunks)).decode()}
+        if "parameters" in entry else entry
+        for entry in encoded
+    ]  # fmt: skip
+    # The inputs' digest is the request body's SHA-256: no second serialisation of the tensors.
     return _Job(who, model, request_id, str(subject) if subject else None,
-                inputs_digest(payload["inputs"]), response, start)  # fmt: skip
+                hashlib.sha256(body).hexdigest(), response, start, blobs, stored)  # fmt: skip
 
 
 def _parse(body: bytes) -> dict[str, Any]:
