@@ -61,9 +61,31 @@ from provisioning.vendor import RoleSigners, build_bundle, init_repo, root_chain
 
 @dataclass(frozen=True)
 class ApiFigures:
+    model: str
     rows: list[Row]
     overhead_ms: float
     ratio: float
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """One KServe v2 infer request as a stock client sends it: body bytes and headers."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def binary_request(name: str, x: Array) -> V2Request:
+    """``x`` as tritonclient sends it by default: binary tensor data in, binary outputs out."""
+    dtype = {"float32": "FP32", "int64": "INT64", "uint8": "UINT8"}[x.dtype.name]
+    head = json.dumps({
+        "inputs": [{"name": name, "shape": list(x.shape), "datatype": dtype,
+                    "parameters": {"binary_data_size": x.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()  # fmt: skip
+    return V2Request(head + np.ascontiguousarray(x).tobytes(),
+                     {"Content-Type": "application/octet-stream",
+                      "Inference-Header-Content-Length": str(len(head))})  # fmt: skip
 
 
 def sign_bundle(folder: Path, top: Path) -> tuple[Path, bytes]:
@@ -125,15 +147,15 @@ def handler_seconds(api: ApiServer) -> tuple[float, float]:
 
 
 def http_latencies(
-    api: ApiServer, token: str, path: str, body: str, s: Settings
+    api: ApiServer, token: str, path: str, request: V2Request, s: Settings
 ) -> tuple[Array, float]:
     """Sequential KServe v2 calls on one keep-alive HTTPS connection: the ms of each call in the
     round (of ``s.repeats``) with the lowest median, and the handler's mean ms over all rounds."""
     if api.tls is None:
         raise BenchSetupError("the API serves without TLS; the benchmark measures it with TLS.")
     ctx = ssl.create_default_context(cafile=str(api.tls.cert))
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    content = body.encode()
+    headers = {"Authorization": f"Bearer {token}", **request.headers}
+    content = request.body
     with httpx.Client(base_url=f"https://127.0.0.1:{api.port}", headers=headers, verify=ctx,
                       timeout=30) as http:  # fmt: skip
 
@@ -215,8 +237,9 @@ def per_request_server(api: ApiServer, rt: Runtime) -> Iterator[ApiServer]:
         before.stop()
 
 
-def measure_api(m: Any, folder: Path, s: Settings, top: Path) -> ApiFigures:
-    """The API rows for bundled model ``m`` (see inference.BundledModel) and the two figures."""
+def measure_api(m: Any, folder: Path, s: Settings, top: Path, *, durable: bool) -> ApiFigures:
+    """The API rows for bundled model ``m`` (see inference.BundledModel) and the two figures;
+    with ``durable``, also the durable write alone and the per-request path of before."""
     with served_box(folder, top) as (api, rt, token):
         served = api.services.registry.get(m.name)
         x = m.example(1)
@@ -224,22 +247,20 @@ def measure_api(m: Any, folder: Path, s: Settings, top: Path) -> ApiFigures:
         def engine_call(a: Array) -> object:
             return served.infer({m.input: a})
 
-        dtype = {"float32": "FP32", "int64": "INT64", "uint8": "UINT8"}[x.dtype.name]
-        body = json.dumps({"inputs": [{"name": m.input, "shape": list(x.shape), "datatype": dtype,
-                                       "data": x.reshape(-1).tolist()}]})  # fmt: skip
+        request = binary_request(m.input, x)
         path = f"/v2/models/{m.name}/infer"
-        progress(f"engine batch-1 and API over HTTPS ({s.api_calls} sequential calls)")
+        progress(f"{m.name}: engine batch-1 and API over HTTPS ({s.api_calls} sequential calls)")
         half = s.latency_calls // 2
         before = latencies_ms(engine_call, x, half, s.warmup)
-        api_ms, handler_ms = http_latencies(api, token, path, body, s)
+        api_ms, handler_ms = http_latencies(api, token, path, request, s)
         eng = np.concatenate([before, latencies_ms(engine_call, x, half, 0)])
         eng_rate = rate(engine_call, x, s.rate_seconds, s.repeats)
         gap_ms = pct(api_ms, 50)
         paced = paced_latencies_ms(engine_call, x, s.api_calls // 2, gap_ms / 1000)
         overhead = pct(api_ms, 50) - pct(eng, 50)
         rows = [
-            Row(f"API vs engine: {m.name}, batch 1, {served.provenance.device}, TLS, "
-                "uvicorn in this process", section=True),
+            Row(f"API vs engine: {m.name}, batch 1, {served.provenance.device}, TLS, binary "
+                "tensors, uvicorn in this process", section=True),
             Row("engine: ServedModel.infer (the API's compiled model), 1 thread", pct(eng, 50),
                 pct(eng, 99), eng_rate, "b=1", note=f"{len(eng)} calls around the API run"),
             Row(f"engine, idle {gap_ms:.1f} ms between calls (as between requests)",
@@ -252,9 +273,11 @@ def measure_api(m: Any, folder: Path, s: Settings, top: Path) -> ApiFigures:
             Row("  of which in the handler (decode..infer..audit..commit)", handler_ms,
                 note="mean, from the API's own latency histogram"),
         ]  # fmt: skip
-        rows += measure_durable(api, rt, m.name, s)
-        wrk_rows, ratio = measure_wrk(api, rt, path, body, token, (engine_call, x), s, top)
-    return ApiFigures(rows + wrk_rows, overhead, ratio)
+        if durable:
+            rows += measure_durable(api, rt, m.name, s)
+        wrk_rows, ratio = measure_wrk(api, rt, path, request, token, (engine_call, x), s, top,
+                                      before=durable)  # fmt: skip
+    return ApiFigures(m.name, rows + wrk_rows, overhead, ratio)
 
 
 def _batches(api: ApiServer) -> tuple[int, int]:
@@ -296,20 +319,24 @@ def measure_durable(api: ApiServer, rt: Runtime, model: str, s: Settings) -> lis
 
 
 def measure_wrk(
-    api: ApiServer, rt: Runtime, path: str, body: str, token: str, engine: tuple[Call, Array],
-    s: Settings, top: Path,
+    api: ApiServer, rt: Runtime, path: str, request: V2Request, token: str,
+    engine: tuple[Call, Array], s: Settings, top: Path, *, before: bool,
 ) -> tuple[list[Row], float]:  # fmt: skip
-    """API throughput at 16 clients (wrk), now and per request (before), against 16 threads on
-    the engine; and the ratio (now)."""
+    """API throughput at 16 clients (wrk), now (and per request, before, when ``before``),
+    against 16 threads on the engine; and the ratio (now)."""
     wrk = wrk_path()
     if wrk is None:
         return [Row(f"API at {API_CLIENTS} clients (wrk)", note=WRK_MISSING)], float("nan")
-    script = wrk_script(top / "infer.lua", body, token)
+    script = wrk_script(top / "infer.lua", request.body, token, request.headers)
     engine_call, x = engine
     rows: list[Row] = []
     ratio = float("nan")
-    with per_request_server(api, rt) as before:
-        for label, server in (("now, group commit", api), ("before, per request", before)):
+    with contextlib.ExitStack() as stack:
+        servers = [("now, group commit", api)]
+        if before:
+            old_path = stack.enter_context(per_request_server(api, rt))
+            servers.append(("before, per request", old_path))
+        for label, server in servers:
             url = f"https://127.0.0.1:{server.port}{path}"
             progress(f"API ({label}) with wrk: 1 connection, then {API_CLIENTS}")
             seq = run_wrk(wrk, url, script, threads=1, connections=1,

@@ -12,6 +12,7 @@ would measure itself).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -222,14 +223,21 @@ def onnxruntime_contender(
 # -- torch eager ---------------------------------------------------------------------------------
 
 
-def torch_contender(weights: Array, bias: float, *, threads: int) -> Contender:
-    """``torch.nn.Linear`` + sigmoid with the same weights, eager, when torch is importable."""
-    label = "torch eager fp32 (nn.Linear + sigmoid)"
+def _torch(threads: int) -> Any | None:
+    """torch with ``threads`` intra-op threads, or None when it is not installed."""
     try:
         torch = importlib.import_module("torch")
     except ModuleNotFoundError:
-        return Contender(label, None, "torch: not installed, skipped")
+        return None
     torch.set_num_threads(threads)
+    return torch
+
+
+def torch_contender(weights: Array, bias: float, *, threads: int) -> Contender:
+    """``torch.nn.Linear`` + sigmoid with the same weights, eager, when torch is importable."""
+    label = "torch eager fp32 (nn.Linear + sigmoid)"
+    if (torch := _torch(threads)) is None:
+        return Contender(label, None, "torch: not installed, skipped")
     layer = torch.nn.Linear(int(weights.size), 1)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(weights.reshape(1, -1).astype(np.float32)))
@@ -239,6 +247,28 @@ def torch_contender(weights: Array, bias: float, *, threads: int) -> Contender:
     def call(batch: Array) -> object:
         with torch.inference_mode():
             return torch.sigmoid(layer(torch.from_numpy(batch))).numpy()
+
+    return Contender(label, call, f"torch {torch.__version__}")
+
+
+def torch_module_contender(folder: Path, *, threads: int) -> Contender:
+    """A reference model's own torch module (``torch_module.py``: ``load()``), eager; its first
+    output, as the benchmark compares the first output."""
+    label = "torch eager fp32 (the trained module)"
+    if (torch := _torch(threads)) is None:
+        return Contender(label, None, "torch: not installed, skipped")
+    source = folder / "torch_module.py"
+    spec = importlib.util.spec_from_file_location(f"{folder.name}_torch", source)
+    if spec is None or spec.loader is None:
+        return Contender(label, None, f"{folder.name}/torch_module.py cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.load()
+
+    def call(batch: Array) -> object:
+        with torch.inference_mode():
+            out = net(torch.from_numpy(batch))
+        return (out[0] if isinstance(out, tuple) else out).numpy()
 
     return Contender(label, call, f"torch {torch.__version__}")
 
@@ -262,18 +292,19 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def wrk_script(path: Path, body: str, token: str) -> Path:
-    """A wrk Lua script that POSTs ``body`` as JSON with a bearer token."""
-    for text in (body, token):
+def wrk_script(path: Path, body: bytes, token: str, headers: dict[str, str]) -> Path:
+    """A wrk Lua script that POSTs ``body`` (read from a file beside the script, so binary
+    tensor data goes through untouched) with a bearer token and ``headers``."""
+    data = path.with_suffix(".body")
+    data.write_bytes(body)
+    lines = ['wrk.method = "POST"', f'local f = assert(io.open([==[{data}]==], "rb"))',
+             'wrk.body = f:read("*a")', "f:close()",
+             f'wrk.headers["Authorization"] = [==[Bearer {token}]==]']  # fmt: skip
+    lines += [f'wrk.headers["{name}"] = [==[{value}]==]' for name, value in headers.items()]
+    for text in (token, str(data), *headers.values()):
         if "]==]" in text:
-            raise ValueError("the body or token would end the Lua long string")
-    path.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = [==[{body}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = [==[Bearer {token}]==]\n',
-        encoding="utf-8",
-    )
+            raise ValueError("a header, the token or the body's path would end a Lua string")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path
 

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 
 from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
 from appliance.audit.auditor import Auditor
 from appliance.audit.group import GroupAuditor
-from appliance.audit.records import AuditEvent, Outcome
+from appliance.audit.records import AuditEvent, AuditRecord, Outcome
 from appliance.errors import PermissionDeniedError, SessionExpiredError
 from appliance.identity.roles import ENTRY_POINTS, Permission, Principal, may
 from appliance.identity.service import IdentityService
@@ -104,21 +105,48 @@ def _audit_inference(
     )  # fmt: skip
 
 
-async def record_async(
+def start_audit(
     svc: ApiServices, who: Principal, model: ServedModel, *, request_id: str, route: str,
-    subject: str | None, inputs_sha256: str, outputs: Any,
-) -> None:  # fmt: skip
-    """As :func:`record`, group-committed (ADR 0009): the audit record is durable before the
-    result row is written, and both are before this returns; the event loop never blocks."""
+    subject: str | None,
+) -> Future[AuditRecord] | None:  # fmt: skip
+    """Queue the request's INFERENCE record for the group commit (ADR 0009) and return its
+    future, so that its fsyncs overlap the inference; None when there is no group committer
+    (the record is then appended, durable, before this returns)."""
     name = f"{model.manifest.name} {model.manifest.version}"
     if isinstance(svc.audit, GroupAuditor):
-        await svc.audit.append_async(
+        return svc.audit.submit(
             AuditEvent.INFERENCE, actor=who.username, role=who.role.value,
             outcome=Outcome.SUCCESS, subject=subject, model=name,
             detail={"request_id": request_id, "route": route}, flagged=who.break_glass,
         )  # fmt: skip
-    else:
-        await run_in_threadpool(_audit_inference, svc, who, name, request_id, route, subject)
+    _audit_inference(svc, who, name, request_id, route, subject)
+    return None
+
+
+def audit_failed(
+    svc: ApiServices, who: Principal, model: ServedModel, audited: Future[AuditRecord] | None,
+    *, request_id: str, route: str, reason: str,
+) -> None:  # fmt: skip
+    """After :func:`start_audit`, the inference failed: the trail says so (same request id)."""
+    if audited is not None:
+        audited.result()  # the access record first, then its failure
+    svc.audit.append(
+        AuditEvent.INFERENCE, actor=who.username, role=who.role.value, outcome=Outcome.FAILURE,
+        model=f"{model.manifest.name} {model.manifest.version}",
+        detail={"request_id": request_id, "route": route, "reason": reason[:200]},
+        flagged=who.break_glass,
+    )  # fmt: skip
+
+
+async def finish_record(
+    svc: ApiServices, who: Principal, model: ServedModel, audited: Future[AuditRecord] | None,
+    *, request_id: str, route: str, inputs_sha256: str, outputs: Any,
+) -> None:  # fmt: skip
+    """Wait for the audit record of :func:`start_audit` to be durable, then commit the result
+    (group-committed): both are on disk, audit first, before this returns; the event loop
+    never blocks."""
+    if audited is not None:
+        await asyncio.wrap_future(audited)
     await svc.results.put_async(
         request_id, actor=who.username, route=route, provenance=model.provenance.as_dict(),
         inputs_sha256=inputs_sha256, outputs=outputs,

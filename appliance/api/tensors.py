@@ -7,7 +7,7 @@ so that a client sees "input 'features' has shape [2, 7]; the model takes [-1, 8
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -200,6 +200,17 @@ def requested_outputs(payload: Mapping[str, Any]) -> tuple[list[str], set[str], 
     return names, binary, default
 
 
+def check_outputs(wanted: Sequence[str], available: Iterable[str]) -> None:
+    """Raise InputError when an output asked for is not one the model gives."""
+    given = sorted(available)
+    unknown = sorted(set(wanted) - set(given))
+    if unknown:
+        raise InputError(
+            f"output {unknown[0]!r} was asked for; the model gives {given}.",
+            "Ask for the model's outputs (GET /v2/models/NAME lists them).",
+        )
+
+
 def encode_outputs(
     outputs: Mapping[str, Array], wanted: Sequence[str] | None, binary: set[str] | None = None,
     *, all_binary: bool = False,
@@ -207,12 +218,7 @@ def encode_outputs(
     """The response's ``outputs`` (flat row-major data, or ``binary_data_size`` for the outputs
     sent as binary) and the binary outputs' bytes, in order."""
     names = list(wanted) if wanted else sorted(outputs)
-    unknown = sorted(set(names) - set(outputs))
-    if unknown:
-        raise InputError(
-            f"output {unknown[0]!r} was asked for; the model gives {sorted(outputs)}.",
-            "Ask for the model's outputs (GET /v2/models/NAME lists them).",
-        )
+    check_outputs(names, outputs)
     entries: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name in names:

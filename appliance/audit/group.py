@@ -8,6 +8,7 @@ keep appending through their own AuditLog under the same ``flock``.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Unpack
 
 from appliance.audit.log import AuditFields, AuditLog
@@ -25,6 +26,11 @@ class GroupAuditor:
     def append(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> AuditRecord:
         """As :meth:`AuditLog.append` (same errors): durable when it returns."""
         return self.committer.write(self.log.draft(event, **fields))
+
+    def submit(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> Future[AuditRecord]:
+        """Queue the record and return at once; the future completes when it is durable (or
+        raises what :meth:`append` would). Lets a caller overlap the fsync with other work."""
+        return self.committer.submit(self.log.draft(event, **fields))
 
     async def append_async(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> AuditRecord:
         """As :meth:`append`, awaited on the event loop instead of blocking a thread."""

@@ -15,6 +15,8 @@ import tritonclient.http as triton
 
 from appliance.audit.records import AuditEvent, hash_subject
 from appliance.identity.roles import Role
+from appliance.inference.errors import InferenceError
+from appliance.inference.registry import ServedModel
 
 from .conftest import Served, expected_risk
 
@@ -232,3 +234,25 @@ def test_metrics_count_requests_per_model_and_device(served: Served) -> None:
         text = http.get("/metrics").text
     assert 'appliance_inference_requests_total{device="CPU",model="risk-demo",status="ok"}' in text
     assert "appliance_model_load_seconds" in text
+
+
+def test_an_inference_that_fails_after_its_access_was_audited_is_audited_as_failed(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid request is audited as it starts (the record's fsync overlaps the inference); when
+    the engine then fails (a fault injected into ServedModel.infer: a real model does not fail
+    on valid input), a FAILURE record with the same request id follows and nothing is stored."""
+
+    def broken(self: ServedModel, inputs: object) -> dict[str, np.ndarray]:
+        raise InferenceError("inference failed: injected fault.", "Nothing to do: a test.")
+
+    monkeypatch.setattr(ServedModel, "infer", broken)
+    with served.client() as http:
+        answer = http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+    assert answer.status_code == 400 and "injected" in answer.json()["error"], answer.text
+    records = [r for r in served.rt.audit.records() if r.event is AuditEvent.INFERENCE]
+    access, failure = records[-2:]
+    assert access.outcome == "success" and failure.outcome == "failure"
+    assert access.detail["request_id"] == failure.detail["request_id"]
+    assert "injected" in failure.detail["reason"]
+    assert served.api.services.results.count() == 0

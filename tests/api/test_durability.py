@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -129,5 +130,11 @@ def test_kill_9_under_16_clients_keeps_every_acknowledged_result_and_its_audit_r
     }
     unaudited = set(acknowledged) - audited
     assert not unaudited, f"{len(unaudited)} acknowledged results have no audit record"
+    # The audit record is queued before the inference and its fsync overlaps it, but it is on
+    # disk before the result row is written: no kill leaves a stored result unaudited.
+    with sqlite3.connect(prepared.config.state_dir / "results.db") as db:
+        stored = {row[0] for row in db.execute("SELECT request_id FROM results")}
+    assert len(stored) >= len(acknowledged)
+    assert not stored - audited, f"{len(stored - audited)} stored results have no audit record"
     assert audit_verify(prepared.config.audit_dir, prepared.rt.audit_key,
                         prepared.rt.audit_anchor).ok  # fmt: skip

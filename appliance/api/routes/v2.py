@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,25 +15,31 @@ from fastapi.concurrency import run_in_threadpool
 
 from appliance.api.deps import (
     ApiServices,
+    audit_failed,
     authorise,
+    finish_record,
     new_request_id,
-    record_async,
     services,
+    start_audit,
 )
 from appliance.api.tensors import (
     InputError,
+    check_outputs,
     decode_inputs,
     encode_outputs,
     requested_outputs,
     split_body,
     v2_type,
 )
+from appliance.audit.records import AuditRecord
+from appliance.errors import ApplianceError
 from appliance.identity.roles import Principal
 from appliance.inference.registry import ServedModel
 from appliance.updates.manifest import TensorSpec
 
 router = APIRouter()
 HEADER_LENGTH = "Inference-Header-Content-Length"
+ROUTE = "v2-infer"
 
 
 def _check(request: Request, entry: str) -> ApiServices:
@@ -100,10 +107,10 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     svc = services(request)
     job = await run_in_threadpool(_compute, svc, dict(request.headers), name, version, body)
     try:
-        # Off the worker thread: waiting for the group commit costs no thread.
-        await record_async(svc, job.who, job.model, request_id=job.request_id, route="v2-infer",
-                           subject=job.subject, inputs_sha256=job.inputs_sha256,
-                           outputs=job.stored)  # fmt: skip
+        # Off the worker thread: waiting for the group commits costs no thread.
+        await finish_record(svc, job.who, job.model, job.audited, request_id=job.request_id,
+                            route=ROUTE, inputs_sha256=job.inputs_sha256,
+                            outputs=job.stored)  # fmt: skip
     except Exception:
         job.finish(svc, "error")
         raise
@@ -126,7 +133,7 @@ class _Job:
     who: Principal
     model: ServedModel
     request_id: str
-    subject: str | None
+    audited: Future[AuditRecord] | None  # the INFERENCE record, queued before the inference
     inputs_sha256: str
     response: dict[str, Any]
     start: float
@@ -149,17 +156,29 @@ def _compute(
     model = svc.registry.get(name, version)
     start = time.perf_counter()
     svc.metrics.in_flight.inc()
-    try:
-        arrays = decode_inputs(model.manifest, payload["inputs"], binary)
-        outputs = model.infer(arrays)
-        wanted, as_binary, all_binary = requested_outputs(payload)
-        encoded, blobs = encode_outputs(outputs, wanted, as_binary, all_binary=all_binary)
-    except Exception:
-        _Job(who, model, "", None, "", {}, start, [], []).finish(svc, "error")
-        raise
     request_id = new_request_id()
     params = payload.get("parameters") or {}
     subject = params.get("subject_id") if isinstance(params, dict) else None
+    audited: Future[AuditRecord] | None = None
+    started = False
+    try:
+        arrays = decode_inputs(model.manifest, payload["inputs"], binary)
+        wanted, as_binary, all_binary = requested_outputs(payload)
+        check_outputs(wanted, (port.get_any_name() for port in model.compiled.outputs))
+        # The request is valid: audit the access now, its fsyncs overlapping the inference
+        # (the record is durable before the result row is written; see finish_record).
+        audited = start_audit(svc, who, model, request_id=request_id, route=ROUTE,
+                              subject=str(subject) if subject else None)  # fmt: skip
+        started = True
+        outputs = model.infer(arrays)
+        encoded, blobs = encode_outputs(outputs, wanted, as_binary, all_binary=all_binary)
+    except Exception as exc:
+        _Job(who, model, "", None, "", {}, start, [], []).finish(svc, "error")
+        if started:
+            reason = exc.message if isinstance(exc, ApplianceError) else type(exc).__name__
+            audit_failed(svc, who, model, audited, request_id=request_id, route=ROUTE,
+                         reason=reason)  # fmt: skip
+        raise
     response = {
         "model_name": model.manifest.name,
         "model_version": str(model.manifest.version),
@@ -176,8 +195,8 @@ def _compute(
         for entry in encoded
     ]  # fmt: skip
     # The inputs' digest is the request body's SHA-256: no second serialisation of the tensors.
-    return _Job(who, model, request_id, str(subject) if subject else None,
-                hashlib.sha256(body).hexdigest(), response, start, blobs, stored)  # fmt: skip
+    return _Job(who, model, request_id, audited, hashlib.sha256(body).hexdigest(), response,
+                start, blobs, stored)  # fmt: skip
 
 
 def _parse(body: bytes) -> dict[str, Any]:
