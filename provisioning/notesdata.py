@@ -13,6 +13,7 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from faker import Faker
 
@@ -21,6 +22,12 @@ from appliance.notes.types import Mention, MentionKind, PhiSpan, PhiType
 from provisioning.notetemplates import FAMILIES, FRAMES
 
 _SLOT = re.compile(r"\{([A-Z]+)\}")
+# Dates fall in a fixed window, not one relative to today: Faker's "-90y".."+1y" moved with the
+# calendar, so the recipe built other notes (and another model) on every new day. The window is
+# what "-90y".."+1y" meant on the day the committed model was built, so it rebuilds unchanged.
+_BUILT_ON = date(2026, 11, 27)
+DATE_RANGE = (_BUILT_ON + timedelta(days=-90 * 365.24), _BUILT_ON + timedelta(days=365.24))
+
 _DATE_FORMATS = (
     "%m/%d/%Y", "%-m/%-d/%Y", "%m/%d/%y", "%-m/%-d/%y", "%Y-%m-%d", "%B %-d, %Y", "%b %-d, %Y",
     "%-d %B %Y", "%d %b %Y", "%m-%d-%Y",
@@ -101,7 +108,7 @@ class _Writer:
             person = self.person(f.first_name(), f.last_name()) if full else f.last_name()
             self.put(person, PhiType.NAME)
         elif name == "DATE":
-            self.put(f.date_between("-90y", "+1y").strftime(self.pick_date()), PhiType.DATE)
+            self.put(f.date_between_dates(*DATE_RANGE).strftime(self.pick_date()), PhiType.DATE)
         elif name in ("PHONE", "FAX"):
             fmt = self.phone_format if rng.random() < 0.7 else rng.choice(_PHONES)  # noqa: PLR2004
             self.put(f.numerify(fmt.replace("###-", "%##-", 1)), PhiType.CONTACT)
