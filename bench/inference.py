@@ -18,6 +18,7 @@ shared machine are information, not a test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shutil
 import sys
@@ -75,6 +76,16 @@ class BundledModel:
     build: Callable[[Path], Path]  # writes the model folder (IR, manifest, reference cases)
     example: Callable[[int], Array]  # n cases of input
     peers: Callable[[int], list[Contender]]  # the same model in other runtimes, given threads
+    # Milliseconds, not microseconds, a case: fewer calls and cases give the same precision.
+    heavy: bool = False
+
+    def settings(self, s: Settings) -> Settings:
+        if not self.heavy:
+            return s
+        return dataclasses.replace(
+            s, latency_calls=max(s.latency_calls // 10, 100), warmup=max(s.warmup // 10, 10),
+            async_cases=max(s.async_cases // 64, 256), durable_writes=s.durable_writes,
+        )  # fmt: skip
 
 
 def risk_demo() -> BundledModel:
@@ -158,7 +169,7 @@ def imaging_anomaly() -> BundledModel:
     flops = conv_flops(ov.Core().read_model(str(committed / "model.xml")))
     return BundledModel("imaging-anomaly", "image", "score", flops,
                         "convolutions at batch 1, 2 FLOP per multiply-add", build, example,
-                        peers)  # fmt: skip
+                        peers, heavy=True)  # fmt: skip
 
 
 def conv_flops(model: Any) -> float:
@@ -360,13 +371,13 @@ def main() -> int:
         ov_core = ov.Core()
         for m in models:
             folder = m.build(top / "models" / m.name)
-            rows += measure_model(m, folder, s, peak, ov_core)
+            rows += measure_model(m, folder, m.settings(s), peak, ov_core)
         # The API rows: every bundled model served as on the box, one box each. The first also
         # gets the durable write alone and the per-request path of before (model-independent).
         apis = []
         for index, m in enumerate(models):
             (top / f"box-{index}").mkdir()
-            apis.append(measure_api(m, top / "models" / m.name, s, top / f"box-{index}",
+            apis.append(measure_api(m, top / "models" / m.name, m.settings(s), top / f"box-{index}",
                                     durable=index == 0))  # fmt: skip
     except BenchSetupError as exc:
         print(f"inference benchmark: {exc}")
