@@ -10,9 +10,8 @@ CARD.md and SHA256SUMS from OUT's metrics.json (when only the card's wording cha
 
 Determinism: fixed seeds, ``torch.use_deterministic_algorithms``, two torch threads and one BLAS
 thread (the numbers depend on how sums are split), npz files with fixed zip timestamps, IR nodes
-named from the ONNX graph. Training dominates a full build: about 0.25 s a step on two quiet
-cores (some 10 minutes in all), but 21 minutes when another job (a TCG VM, a test run) shared the
-two cores; the card-only path takes seconds.
+named from the ONNX graph. Training dominates a full build: 7 minutes on two quiet cores, 21 when
+another job (a TCG VM, a test run) shared them; the card-only path takes seconds.
 """
 
 from __future__ import annotations
