@@ -10,8 +10,8 @@ CARD.md and SHA256SUMS from OUT's metrics.json (when only the card's wording cha
 
 Determinism: fixed seeds, ``torch.use_deterministic_algorithms``, two torch threads and one BLAS
 thread (the numbers depend on how sums are split), npz files with fixed zip timestamps, IR nodes
-named from the ONNX graph. A full build took 17 to 26 minutes on a shared two-core machine
-(training dominates); the card-only path takes seconds.
+named from the ONNX graph. Training dominates a full build: 7 minutes on two quiet cores, 21 when
+another job (a TCG VM, a test run) shared them; the card-only path takes seconds.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ from appliance.imaging.preprocess import INPUT_SIZE  # noqa: E402
 from appliance.updates.validate import CASES_FILE, LABELS, auc  # noqa: E402
 from provisioning.testmodel import _rename_saved, npz_bytes  # noqa: E402
 
-NAME, VERSION = "imaging-anomaly", "1.0.0"
+NAME, VERSION = "imaging-anomaly", "1.1.0"
 SEED = evaluation.SEED
-STEPS, BATCH, CROP, LR = 600, 12, 64, 4e-3
+STEPS, BATCH, CROP, LR, POS_WEIGHT = 2000, 32, 64, 3e-3, 4.0
 CALIBRATION_CASES, REFERENCE_CASES, TOLERANCE = 160, 100, 0.02
 THREADS = 2
 F32_HINT = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -121,27 +121,54 @@ def write_card(out: Path, results: dict[str, Any], net: AnomalyNet) -> None:
 
 
 def train(pool: tuple[data.Background, ...]) -> AnomalyNet:
-    """The net after STEPS Adam steps on fresh synthetic cases from the training scanners."""
+    """The net after STEPS AdamW steps on fresh synthetic cases from the training scanners.
+
+    Fresh cases every step (making them costs a fifth of a step; a fixed pool would save little
+    and repeat lesions). Channels-last tensors make the CPU convolutions about 1.5 times faster
+    with the same arithmetic, so more steps fit in the build's budget.
+    """
     rng = np.random.default_rng((SEED, 1))
-    net = AnomalyNet()
-    optimiser = torch.optim.Adam(net.parameters(), lr=LR)
+    # memory_format is missing from torch's typed overloads of Module.to, hence the ignores.
+    net: AnomalyNet = AnomalyNet().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimiser = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, LR, total_steps=STEPS)
-    pos_weight = torch.tensor(4.0)
     net.train()
     for step in range(STEPS):
         cases = data.make_cases(pool, BATCH, rng, augment=True)
         images, masks, labels = _crops(cases, rng)
-        logits = net.logits(images)
-        pixel = functional.binary_cross_entropy_with_logits(logits, masks, pos_weight=pos_weight)
-        slice_ = functional.binary_cross_entropy_with_logits(net.pool(logits)[:, 0], labels)
-        loss = pixel + 0.5 * slice_
+        logits = net.logits(images.contiguous(memory_format=torch.channels_last))
+        loss = _loss(logits, masks, labels)
         optimiser.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
         schedule.step()
-        if step % 50 == 0:
+        if step % 100 == 0:
             print(f"  step {step:4d}  loss {loss.item():.4f}  {time.monotonic():.0f}", flush=True)
+    net = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return net.eval()
+
+
+def _loss(logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Pixel BCE on the lesion mask plus a slice loss on the maxima the score is read from.
+
+    The score is the maximum of the smoothed map over the whole slice, so one bright false spot
+    anywhere sinks a lesion-free slice. The slice terms train exactly that: the maximum away from
+    any lesion (every crop has such an area, positives too) is pushed to 0, the maximum inside
+    the lesion to 1. The pixel term keeps the heat map dense and the gradients many.
+    """
+    pixel = functional.binary_cross_entropy_with_logits(
+        logits, masks, pos_weight=torch.tensor(POS_WEIGHT)
+    )
+    smooth = AnomalyNet.smooth(logits)
+    near = functional.max_pool2d(masks, 7, stride=1, padding=3) > 0
+    background = smooth.masked_fill(near, -1e4).amax(dim=(1, 2, 3))
+    lesion = smooth.masked_fill(masks <= 0.25, -1e4).amax(dim=(1, 2, 3))  # noqa: PLR2004
+    positive = labels > 0
+    free = functional.binary_cross_entropy_with_logits(background, torch.zeros_like(background))
+    hit = functional.binary_cross_entropy_with_logits(
+        lesion[positive], torch.ones_like(lesion[positive])
+    )
+    return pixel + free + hit
 
 
 def _crops(
@@ -318,7 +345,7 @@ def training_doc(net: AnomalyNet) -> dict[str, Any]:
     """The training settings the card states."""
     parameters = sum(p.numel() for p in net.parameters())
     return {"parameters": parameters, "steps": STEPS, "batch": BATCH, "crop": CROP, "lr": LR,
-            "seed": SEED}  # fmt: skip
+            "pos_weight": POS_WEIGHT, "seed": SEED, "version": VERSION}  # fmt: skip
 
 
 def sha256(path: Path) -> str:

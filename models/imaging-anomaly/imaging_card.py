@@ -11,6 +11,7 @@ from typing import Any
 
 RUNTIMES = ("openvino_f32", "openvino_int8", "onnxruntime_fp32", "torch_fp32")
 GOAL_AUC, INT8_GOAL = 0.90, 0.01
+SHIFT = 0.03  # a seen-minus-held AUC gap below this is within the held-out set's noise
 
 
 def status(results: dict[str, Any]) -> list[str]:
@@ -27,12 +28,23 @@ def status(results: dict[str, Any]) -> list[str]:
         f"**{'met' if abs(delta) <= INT8_GOAL else 'NOT met'}**.",
     ]
     if not met:
-        lines += [
-            f"- Seen scanners score about the same ({seen:.4f}), so what limits this build is",
-            "  training (a few hundred steps on two shared CPU cores), not the change of",
-            "  scanner: the net has not learnt to tell the synthetic lesions from anatomy.",
-        ]
+        lines += _shortfall(f32, seen)
     return [*lines, ""]
+
+
+def _shortfall(held: float, seen: float) -> list[str]:
+    """Why the AUC goal is missed, as far as the held-out and seen-scanner AUCs tell."""
+    if seen - held < SHIFT:
+        return [
+            f"- Seen scanners score about the same ({seen:.4f}), so what limits this build is",
+            "  learning within the build's budget (minutes on two shared CPU cores), not the",
+            "  change of scanner: the net tells the synthetic lesions from anatomy only in part.",
+        ]
+    return [
+        f"- Seen scanners score {seen:.4f}: learning within the build's budget (minutes on two",
+        "  shared CPU cores) limits this build, and the change of scanner costs a further",
+        f"  {seen - held:.2f} AUC.",
+    ]
 
 
 def _precision(text: str) -> str:
@@ -46,7 +58,7 @@ def render(results: dict[str, Any], sources: Sequence[Any], training: dict[str, 
     f32, int8 = held["openvino_f32"], held["openvino_int8"]
     ref, precision = results["reference"], results["precision"]
     lines = [
-        "# Model card: imaging-anomaly 1.0.0",
+        f"# Model card: imaging-anomaly {training['version']}",
         "",
         "**A reference model for validating the appliance's imaging pipeline (DICOM in, OpenVINO,",
         "score and heat map out, update bundle, validation gate). It is not a clinical detector:",
@@ -86,10 +98,13 @@ def render(results: dict[str, Any], sources: Sequence[Any], training: dict[str, 
         "",
         "## Training",
         f"torch {precision['torch']}, fully convolutional net (imaging_net.py, "
-        f"{training['parameters']} parameters), {training['steps']} Adam steps of "
-        f"{training['batch']} crops of {training['crop']} px, one-cycle learning rate "
-        f"{training['lr']}, pixel-level BCE on the lesion mask (positive weight 4) plus 0.5 x",
-        f"slice BCE on the pooled score; seed {training['seed']}, 2 torch threads, deterministic",
+        f"{training['parameters']} parameters, no full-resolution layer), {training['steps']}"
+        f" AdamW steps of {training['batch']} crops of {training['crop']} px (fresh cases every",
+        f"step, a lesion in every other crop), one-cycle learning rate {training['lr']}. Loss:",
+        f"pixel-level BCE on the lesion mask (positive weight {training['pos_weight']:g}) plus two",
+        "slice terms on the smoothed map the score is read from: its maximum away from any lesion",
+        "(every crop has such an area) is pushed to 0, its maximum inside the lesion to 1. Seed",
+        f"{training['seed']}, 2 torch threads, channels-last tensors, deterministic",
         "algorithms. `python models/imaging-anomaly/build.py` rebuilds every file byte for byte.",
         "",
         "## Held-out metrics",
@@ -147,11 +162,17 @@ def render(results: dict[str, Any], sources: Sequence[Any], training: dict[str, 
         lines.append(f"| {name} | {diff['max_abs_score']:.3g} | {diff['max_abs_heatmap']:.3g} |")
     default = held["openvino_default_precision"]["auc_goal"]
     int8_score = results["parity_vs_torch"]["openvino_int8"]["max_abs_score"]
+    delta = results["int8_auc_delta"]
+    ranking = (
+        "stays within the goal"
+        if abs(delta) <= INT8_GOAL
+        else f"moves by {delta:+.4f} at contrast >= 0.15, just outside the goal"
+    )
     lines += [
         "",
         f"INT8 moves single scores by up to {int8_score:.2f}: the score is the maximum of the",
         "map, so the quantisation error of the hottest logit passes straight into it. Its",
-        "ranking (the AUC above) stays within the goal; compare INT8 by AUC, not case by case.",
+        f"ranking (the AUC above) {ranking}; compare INT8 by AUC, not case by case.",
         "",
         f"AUC at contrast >= 0.15 with the CPU's default precision: {default:.4f}.",
         "",
