@@ -123,11 +123,10 @@ async def notes(request: Request, body: NotesRequest) -> TaskResult:
     return await run_in_threadpool(_notes, services(request), dict(request.headers), body)
 
 
-def _studies(svc: ApiServices, headers: dict[str, str], model_name: str | None,
+def _studies(svc: ApiServices, who: Principal, content_type: str, model_name: str | None,
              body: bytes) -> TaskResult:  # fmt: skip
     """Analyse the study in ``body`` (one or more DICOM instances) with the imaging model."""
-    who = authorise(svc, headers, "api:POST /v1/tasks/studies")
-    study = read_study(headers.get("content-type", ""), body)  # a bad body is a 4xx, first
+    study = read_study(content_type, body)  # a bad body is a 4xx, before a missing model
     model = _model_for(svc, Task.IMAGING_ANOMALY, model_name)
     findings = ModelAnalyser(svc.registry, model.manifest.name).analyse(study.datasets)
     rows = {str(ds.SOPInstanceUID): (int(ds.Rows), int(ds.Columns)) for ds in study.datasets}
@@ -159,5 +158,9 @@ def _studies(svc: ApiServices, headers: dict[str, str], model_name: str | None,
 async def studies(request: Request, model: str | None = Query(None, max_length=64)) -> TaskResult:
     """The images of one study (``application/dicom``, or several as STOW-RS style
     ``multipart/related``) scored by the imaging model: per-image score and hottest point."""
+    svc, headers = services(request), dict(request.headers)
+    # The caller is checked before a body of up to 64 MiB is read.
+    who = await run_in_threadpool(authorise, svc, headers, "api:POST /v1/tasks/studies")
     body = await request.body()
-    return await run_in_threadpool(_studies, services(request), dict(request.headers), model, body)
+    content_type = headers.get("content-type", "")
+    return await run_in_threadpool(_studies, svc, who, content_type, model, body)
