@@ -342,7 +342,7 @@ commits both (ADR 0009: one write, fsync and head for all the records queued mea
 transaction for the rows); "before" is the per-request path it replaced, served from the same
 box in the same run. At one client group commit cannot help: the fsyncs stay on the path.
 uvicorn runs in this process (a thread, as in the tests); wrk runs beside it on the same cores.
-api_overhead_ms_p50 = API (httpx) p50 - engine p50 back to back; ratio = wrk -c16 / 16 threads.
+api_overhead_ms_p50 = API p50 with wrk -c1 - engine p50, same run; ratio = wrk -c16 / 16 threads.
 At 16 clients the API and the engine have the same two cores, so the ratio cannot exceed the
 engine's CPU-ms an inference over the API process's CPU-ms a request (both in the notes): the API
 adds TLS, HTTP, the token check, an audit append and a result commit to every inference.

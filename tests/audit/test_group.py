@@ -51,6 +51,15 @@ def _drafts(log: AuditLog, n: int, actor: str = "batch") -> list[AuditDraft]:
             for i in range(n)]  # fmt: skip
 
 
+def _log_and_first_head(
+    directory: Path, key: bytes, anchor: TpmCheckpointAnchor
+) -> tuple[AuditLog, bytes]:
+    """A new log with one record, and its head.json as it is then (an attacker's old copy)."""
+    log = AuditLog(directory, key, anchor)
+    log.append(AuditEvent.LOGIN, actor="a", outcome=Outcome.SUCCESS)
+    return log, (directory / "head.json").read_bytes()
+
+
 def test_sixteen_threads_share_fsyncs_and_make_one_gapless_verified_chain(
     tmp_path: Path, key: bytes, anchor: TpmCheckpointAnchor
 ) -> None:
@@ -85,9 +94,7 @@ def test_batch_cut_short_by_a_crash_is_a_warning_and_the_next_append_keeps_it(
     tmp_path: Path, key: bytes, anchor: TpmCheckpointAnchor
 ) -> None:
     directory = tmp_path / "audit"
-    log = AuditLog(directory, key, anchor)
-    log.append(AuditEvent.LOGIN, actor="a", outcome=Outcome.SUCCESS)
-    head = (directory / "head.json").read_bytes()
+    log, head = _log_and_first_head(directory, key, anchor)
     batch = log.append_many(_drafts(log, 5))
     # The crash: the batch's lines reached the disk, its head did not; then a power cut tore
     # the start of a next write.
@@ -109,9 +116,7 @@ def test_head_restored_two_batches_old_is_detected(
     tmp_path: Path, key: bytes, anchor: TpmCheckpointAnchor
 ) -> None:
     directory = tmp_path / "audit"
-    log = AuditLog(directory, key, anchor)
-    log.append(AuditEvent.LOGIN, actor="a", outcome=Outcome.SUCCESS)
-    head = (directory / "head.json").read_bytes()
+    log, head = _log_and_first_head(directory, key, anchor)
     log.append_many(_drafts(log, 3))
     log.append_many(_drafts(log, 3))
     (directory / "head.json").write_bytes(head)
@@ -126,9 +131,7 @@ def test_batch_tail_edited_without_the_key_is_detected_and_not_kept(
     tmp_path: Path, key: bytes, anchor: TpmCheckpointAnchor
 ) -> None:
     directory = tmp_path / "audit"
-    log = AuditLog(directory, key, anchor)
-    log.append(AuditEvent.LOGIN, actor="a", outcome=Outcome.SUCCESS)
-    head = (directory / "head.json").read_bytes()
+    log, head = _log_and_first_head(directory, key, anchor)
     log.append_many(_drafts(log, 3))
     (directory / "head.json").write_bytes(head)
     path = directory / "audit-000001.log"

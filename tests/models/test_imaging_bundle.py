@@ -8,18 +8,12 @@ from pathlib import Path
 
 from appliance.audit.records import AuditEvent
 from appliance.config import Config
-from appliance.identity.roles import Role
-from appliance.runtime import open_runtime
-from appliance.trust import core
-from appliance.trust.tpm import open_tpm
-from appliance.updates.agent import Phase, import_vendor_root
+from appliance.updates.agent import Phase
 from appliance.updates.wiring import make_agent
 from provisioning.vendor import build_bundle
-from tests.updates.conftest import NOT_BEFORE, RepoSim
+from tests.updates.conftest import NOT_BEFORE, RepoSim, provisioned_box
 
 from .imaging import FOLDER
-
-PASSWORD = "a long enough passphrase"
 
 
 def test_imaging_bundle_installs_validates_and_commits(config: Config, tmp_path: Path) -> None:
@@ -27,14 +21,8 @@ def test_imaging_bundle_installs_validates_and_commits(config: Config, tmp_path:
     bundle = build_bundle(
         FOLDER, sim.repo, sim.signers(), sim.out / "imaging.aplbundle", not_before=NOT_BEFORE
     ).path
-    with open_tpm(config.device_tcti()) as tpm:
-        core.enroll(tpm, config)
-    with open_runtime(config) as rt:
-        rt.identity.bootstrap_admin("alice", "correct horse battery staple")
-        admin, _ = rt.identity.login("alice", "correct horse battery staple")
-        rt.identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
+    with provisioned_box(config, sim.first_root()) as (rt, _):
         agent = make_agent(rt, "tech")
-        import_vendor_root(agent.paths, sim.first_root())
         state = agent.install(bundle)
         assert state.phase is Phase.DONE, state.reason
         assert state.reason and "auc" in state.reason and "meets" in state.reason

@@ -7,10 +7,11 @@ self-check included). Attack bundles are made from the same pieces (``sign_roles
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +20,16 @@ from typing import Any
 import pytest
 from securesystemslib.signer import CryptoSigner
 
+from appliance.config import Config
+from appliance.identity.roles import Role
+from appliance.runtime import Runtime, open_runtime
+from appliance.trust import core
+from appliance.trust.tpm import open_tpm
 from appliance.updates import BoxProfile, TrustedState, VerifiedBundle, verify_bundle
+from appliance.updates.agent import import_vendor_root
 from appliance.updates.bundle import write_bundle
 from appliance.updates.manifest import load_model_dir
+from appliance.updates.wiring import make_agent
 from provisioning.vendor import (
     RoleSigners,
     build_bundle,
@@ -37,7 +45,24 @@ NOT_BEFORE = datetime(2026, 12, 1, tzinfo=UTC)
 MODEL_XML = b'<?xml version="1.0"?>\n<net name="dummy" version="11"><layers/></net>\n'
 REFERENCE = b"case-id,label\n1,0\n2,1\n"
 
+PASSWORD = "a long enough passphrase"
+
 Member = tuple[tarfile.TarInfo, bytes | None]
+
+
+@contextlib.contextmanager
+def provisioned_box(config: Config, root: bytes) -> Iterator[tuple[Runtime, str]]:
+    """A box as a technician leaves it: TPM enrolled, an admin, the technician ``tech`` (password
+    PASSWORD) and the vendor root ``root`` imported. Yields the runtime and tech's token."""
+    with open_tpm(config.device_tcti()) as tpm:
+        core.enroll(tpm, config)
+    with open_runtime(config) as rt:
+        rt.identity.bootstrap_admin("alice", "correct horse battery staple")
+        admin, _ = rt.identity.login("alice", "correct horse battery staple")
+        rt.identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
+        _, issued = rt.identity.login("tech", PASSWORD)
+        import_vendor_root(make_agent(rt, "tech").paths, root)
+        yield rt, issued.token
 
 
 def model_bin(version: str) -> bytes:

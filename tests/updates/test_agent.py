@@ -17,20 +17,15 @@ import pytest
 from appliance.audit.records import AuditEvent
 from appliance.config import Config
 from appliance.errors import ApplianceError
-from appliance.identity.roles import Role
-from appliance.runtime import Runtime, open_runtime
+from appliance.runtime import Runtime
 from appliance.store.slots import SlotName
-from appliance.trust import core
 from appliance.trust.counter import TpmCounter
-from appliance.trust.tpm import open_tpm
-from appliance.updates.agent import Phase, ProgressEvent, UpdateAgent, import_vendor_root
+from appliance.updates.agent import Phase, ProgressEvent, UpdateAgent
 from appliance.updates.wiring import make_agent
 from provisioning.testmodel import build_model_dir
 from provisioning.vendor import build_bundle
 
-from .conftest import NOT_BEFORE, RepoSim
-
-PASSWORD = "a long enough passphrase"
+from .conftest import NOT_BEFORE, RepoSim, provisioned_box
 
 
 @dataclass
@@ -62,16 +57,8 @@ class Box:
 
 @pytest.fixture
 def box(config: Config, sim: RepoSim) -> Iterator[Box]:
-    with open_tpm(config.device_tcti()) as tpm:
-        core.enroll(tpm, config)
-    with open_runtime(config) as rt:
-        rt.identity.bootstrap_admin("alice", "correct horse battery staple")
-        admin, _ = rt.identity.login("alice", "correct horse battery staple")
-        rt.identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
-        _, issued = rt.identity.login("tech", PASSWORD)
-        agent = make_agent(rt, "tech")
-        import_vendor_root(agent.paths, sim.first_root())
-        yield Box(config, rt, sim, issued.token)
+    with provisioned_box(config, sim.first_root()) as (rt, token):
+        yield Box(config, rt, sim, token)
 
 
 def test_signed_bundle_installs_validates_and_commits(box: Box) -> None:
