@@ -10,8 +10,9 @@ CARD.md and SHA256SUMS from OUT's metrics.json (when only the card's wording cha
 
 Determinism: fixed seeds, ``torch.use_deterministic_algorithms``, two torch threads and one BLAS
 thread (the numbers depend on how sums are split), npz files with fixed zip timestamps, IR nodes
-named from the ONNX graph. Training dominates a full build: 7 minutes on two quiet cores, 21 when
-another job (a TCG VM, a test run) shared them; the card-only path takes seconds.
+named from the ONNX graph. Training dominates a full build: 12 minutes on two quiet cores (5,000
+steps), two to three times that when another job (a TCG VM, a test run) shares them; the
+card-only path takes seconds.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ from appliance.imaging.preprocess import INPUT_SIZE  # noqa: E402
 from appliance.updates.validate import CASES_FILE, LABELS, auc  # noqa: E402
 from provisioning.testmodel import _rename_saved, npz_bytes  # noqa: E402
 
-NAME, VERSION = "imaging-anomaly", "1.1.0"
+NAME, VERSION = "imaging-anomaly", "1.2.0"
 SEED = evaluation.SEED
-STEPS, BATCH, CROP, LR, POS_WEIGHT = 2000, 32, 64, 3e-3, 4.0
+STEPS, BATCH, CROP, LR, POS_WEIGHT = 5000, 32, 64, 3e-3, 4.0
 CALIBRATION_CASES, REFERENCE_CASES, TOLERANCE = 160, 100, 0.02
 THREADS = 2
 F32_HINT = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -213,7 +214,11 @@ def export_onnx(net: AnomalyNet) -> bytes:
 
 
 def quantise(model: ov.Model) -> ov.Model:
-    """``model`` quantised to int8 by NNCF, calibrated on training-scanner cases only."""
+    """``model`` quantised to int8 by NNCF, calibrated on training-scanner cases only.
+
+    The local-contrast front stays out of it: quantising its means and variances costs
+    accuracy, and on one channel its int8 pooling is no faster than float.
+    """
     import nncf
 
     rng = np.random.default_rng((SEED, 4))
@@ -224,6 +229,7 @@ def quantise(model: ov.Model) -> ov.Model:
         nncf.Dataset(rows),
         preset=nncf.QuantizationPreset.MIXED,  # asymmetric activations: the input is signed
         subset_size=len(rows),
+        ignored_scope=nncf.IgnoredScope(patterns=["/front/.*"]),
     )
 
 

@@ -11,7 +11,12 @@ Sources (a source is one scanner or one volume's origin; ``held_out`` ones are n
 * ``nibabel``'s test data: an EPI run (``example4d.nii.gz``) and a small anatomical volume;
 * ``pydicom``'s bundled files and the ``pydicom-data`` package (its files are inside the wheel:
   pydicom finds them through an entry point and downloads nothing): CT, MR and CR slices from
-  Philips, GE, Toshiba, Siemens, Fuji and the pydicom project's synthetic "Acme" scanner.
+  Philips, GE, Toshiba, Siemens, Fuji and the pydicom project's synthetic "Acme" scanner;
+* for training only, texture the scanners above lack: ultrasound frames of the same packages
+  (Aloka, Philips and SonoSite; colour and palette frames taken as their luminance), two of their
+  test patterns, and seeded synthetic slices (overlapping soft ellipses under filtered noise at
+  three scales). None of them is a held-out scanner; they teach the net that a lesion is not
+  just any blob or edge, which anatomy of the held-out scanners is full of.
 
 Lesion contrast is the amplitude of the added blob on the model's input scale, where 1 is the
 slice's 1st-to-99th percentile range (see appliance/imaging/preprocess.py).
@@ -78,7 +83,22 @@ SOURCES = (
            "pydicom-data and pydicom: Siemens Avanto MR"),
     Source("fuji-cr", "CR", True, "dicom", ("RG3_UNCR.dcm",),
            "pydicom-data: RG3_UNCR, Fuji CR"),
+    Source("aloka-us", "US", False, "colour", ("gdcm-US-ALOKA-16.dcm",),
+           "pydicom-data: gdcm-US-ALOKA-16, Aloka ultrasound (luminance)"),
+    Source("philips-us", "US", False, "colour", ("OBXXXX1A.dcm", "examples_palette.dcm"),
+           "pydicom-data and pydicom: OBXXXX1A, examples_palette, Philips ultrasound (luminance)"),
+    Source("sonosite-us", "US", False, "colour",
+           ("color3d_jpeg_baseline.dcm", "examples_ybr_color.dcm"),
+           "pydicom-data and pydicom: SonoSite ultrasound, 18 frames of two runs (luminance)"),
+    Source("test-patterns", "OT", False, "dicom", ("mlut_18.dcm", "image_dfl.dcm"),
+           "pydicom-data and pydicom: OFFIS grey-step pattern and a block pattern"),
+    Source("synthetic-a", "OT", False, "synthetic", ("a",),
+           "imaging_data.py: 60 seeded slices of soft ellipses and filtered noise"),
+    Source("synthetic-b", "OT", False, "synthetic", ("b",),
+           "imaging_data.py: 60 more, from another seed"),
 )  # fmt: skip
+COLOUR_FRAMES = {"color3d_jpeg_baseline.dcm": 12, "examples_ybr_color.dcm": 6}  # evenly spaced
+SYNTHETIC_COUNT = 60
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,10 @@ def _source_slices(source: Source) -> Iterator[Background]:
 def _read(kind: str, name: str) -> Iterator[tuple[str, F64, bool]]:
     if kind == "dicom":
         yield from _read_dicom(name)
+    elif kind == "colour":
+        yield from _read_colour(name)
+    elif kind == "synthetic":
+        yield from _synthetic(name)
     else:
         yield from _read_volume(MRICRON / name if kind == "mricron" else _nibabel_data() / name)
 
@@ -145,6 +169,54 @@ def _read_dicom(name: str) -> Iterator[tuple[str, F64, bool]]:
     for index, frame in enumerate(frames):
         values = np.asarray(apply_rescale(frame, ds), dtype=np.float64)
         yield f"{name}#{index}", values, invert
+
+
+def _read_colour(name: str) -> Iterator[tuple[str, F64, bool]]:
+    """Frames of a colour or palette ultrasound file as luminance (Y of YBR, or Rec. 601 of
+    RGB); multi-frame runs give COLOUR_FRAMES[name] evenly spaced frames."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        raise FileNotFoundError(f"{name}: install pydicom-data (pip) for the imaging recipe")
+    ds = pydicom.dcmread(path)
+    photometric = str(ds.PhotometricInterpretation)
+    pixels = np.asarray(ds.pixel_array)
+    if photometric == "PALETTE COLOR":
+        pixels = np.asarray(apply_color_lut(pixels, ds))
+    frames = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
+    for index in np.linspace(0, len(frames) - 1, COLOUR_FRAMES.get(name, 1)).astype(int):
+        frame = frames[index].astype(np.float64)
+        luminance = frame[..., 0] if photometric.startswith("YBR") else frame[..., :3] @ _LUMA
+        yield f"{name}#{index}", luminance, False
+
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _synthetic(part: str) -> Iterator[tuple[str, F64, bool]]:
+    """SYNTHETIC_COUNT seeded 256 x 256 slices: 3-11 overlapping ellipses (organs, 14-90 px
+    half-axes, any sign), blurred, under filtered noise at scales 1, 3 and 8 px."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng((77, ord(part)))
+    yy, xx = np.mgrid[0:STORE_SIDE, 0:STORE_SIDE].astype(np.float64)
+    for index in range(SYNTHETIC_COUNT):
+        image = np.zeros((STORE_SIDE, STORE_SIDE))
+        for _ in range(int(rng.integers(3, 12))):
+            cy, cx = rng.uniform(20, STORE_SIDE - 20, 2)
+            ry, rx = rng.uniform(14, 90, 2)
+            angle = rng.uniform(0, np.pi)
+            u = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / rx
+            v = (-(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)) / ry
+            image += rng.uniform(-1, 1) * (u * u + v * v < 1)
+        image = ndimage.gaussian_filter(image, rng.uniform(0.5, 2.5))
+        for scale in (1, 3, 8):
+            noise = ndimage.gaussian_filter(rng.normal(size=image.shape), scale)
+            image += rng.uniform(0, 0.25) * noise * scale
+        yield f"synthetic-{part}#{index}", image, False
 
 
 def _read_volume(path: Path) -> Iterator[tuple[str, F64, bool]]:
