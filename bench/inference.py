@@ -84,7 +84,7 @@ class BundledModel:
             return s
         return dataclasses.replace(
             s, latency_calls=max(s.latency_calls // 10, 100), warmup=max(s.warmup // 10, 10),
-            async_cases=max(s.async_cases // 64, 256), durable_writes=s.durable_writes,
+            async_cases=max(s.async_cases // 64, 256),
         )  # fmt: skip
 
 

@@ -99,6 +99,7 @@ SOURCES = (
 )  # fmt: skip
 COLOUR_FRAMES = {"color3d_jpeg_baseline.dcm": 12, "examples_ybr_color.dcm": 6}  # evenly spaced
 SYNTHETIC_COUNT = 60
+_LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luminance of RGB
 
 
 @dataclass(frozen=True)
@@ -154,17 +155,27 @@ def _read(kind: str, name: str) -> Iterator[tuple[str, F64, bool]]:
         yield from _read_volume(MRICRON / name if kind == "mricron" else _nibabel_data() / name)
 
 
-def _read_dicom(name: str) -> Iterator[tuple[str, F64, bool]]:
+def _package_file(name: str) -> tuple[Any, npt.NDArray[Any]]:
+    """The dataset of pydicom's (or pydicom-data's) file ``name`` and its frames [F, ...]."""
     import pydicom
     from pydicom.data import get_testdata_file
-    from pydicom.pixels.processing import apply_rescale
 
     path = get_testdata_file(name, download=False)
     if path is None:
         raise FileNotFoundError(f"{name}: install pydicom-data (pip) for the imaging recipe")
     ds = pydicom.dcmread(path)
     pixels = np.asarray(ds.pixel_array)
-    frames = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
+    if str(ds.PhotometricInterpretation) == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = np.asarray(apply_color_lut(pixels, ds))
+    return ds, pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
+
+
+def _read_dicom(name: str) -> Iterator[tuple[str, F64, bool]]:
+    from pydicom.pixels.processing import apply_rescale
+
+    ds, frames = _package_file(name)
     invert = str(ds.PhotometricInterpretation) == "MONOCHROME1"
     for index, frame in enumerate(frames):
         values = np.asarray(apply_rescale(frame, ds), dtype=np.float64)
@@ -174,26 +185,12 @@ def _read_dicom(name: str) -> Iterator[tuple[str, F64, bool]]:
 def _read_colour(name: str) -> Iterator[tuple[str, F64, bool]]:
     """Frames of a colour or palette ultrasound file as luminance (Y of YBR, or Rec. 601 of
     RGB); multi-frame runs give COLOUR_FRAMES[name] evenly spaced frames."""
-    import pydicom
-    from pydicom.data import get_testdata_file
-    from pydicom.pixels import apply_color_lut
-
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        raise FileNotFoundError(f"{name}: install pydicom-data (pip) for the imaging recipe")
-    ds = pydicom.dcmread(path)
+    ds, frames = _package_file(name)
     photometric = str(ds.PhotometricInterpretation)
-    pixels = np.asarray(ds.pixel_array)
-    if photometric == "PALETTE COLOR":
-        pixels = np.asarray(apply_color_lut(pixels, ds))
-    frames = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
     for index in np.linspace(0, len(frames) - 1, COLOUR_FRAMES.get(name, 1)).astype(int):
         frame = frames[index].astype(np.float64)
         luminance = frame[..., 0] if photometric.startswith("YBR") else frame[..., :3] @ _LUMA
         yield f"{name}#{index}", luminance, False
-
-
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _synthetic(part: str) -> Iterator[tuple[str, F64, bool]]:
