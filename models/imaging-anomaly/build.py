@@ -23,6 +23,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import copy
 import hashlib
 import io
 import json
@@ -41,7 +42,7 @@ import imaging_eval as evaluation  # noqa: E402
 import numpy as np  # noqa: E402
 import openvino as ov  # noqa: E402
 import torch  # noqa: E402
-from imaging_net import AnomalyNet  # noqa: E402
+from imaging_net import AnomalyNet, smooth_logits  # noqa: E402
 from torch.nn import functional  # noqa: E402
 
 from appliance.imaging.preprocess import INPUT_SIZE  # noqa: E402
@@ -160,7 +161,7 @@ def _loss(logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> to
     pixel = functional.binary_cross_entropy_with_logits(
         logits, masks, pos_weight=torch.tensor(POS_WEIGHT)
     )
-    smooth = AnomalyNet.smooth(logits)
+    smooth = smooth_logits(logits)
     near = functional.max_pool2d(masks, 7, stride=1, padding=3) > 0
     background = smooth.masked_fill(near, -1e4).amax(dim=(1, 2, 3))
     lesion = smooth.masked_fill(masks <= 0.25, -1e4).amax(dim=(1, 2, 3))  # noqa: PLR2004
@@ -197,10 +198,11 @@ def _crops(
 
 
 def export_onnx(net: AnomalyNet) -> bytes:
-    """The eval-mode net as ONNX (opset 17, batch axis dynamic, batch norm folded)."""
+    """The eval-mode net in its export form as ONNX (opset 17, batch axis dynamic, batch norm
+    folded)."""
     buffer = io.BytesIO()
     torch.onnx.export(
-        net,
+        copy.deepcopy(net).fix_size(INPUT_SIZE),
         (torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE),),
         buffer,
         input_names=["image"],
@@ -216,8 +218,9 @@ def export_onnx(net: AnomalyNet) -> bytes:
 def quantise(model: ov.Model) -> ov.Model:
     """``model`` quantised to int8 by NNCF, calibrated on training-scanner cases only.
 
-    The local-contrast front stays out of it: quantising its means and variances costs
-    accuracy, and on one channel its int8 pooling is no faster than float.
+    The local-contrast front and the read-out stay out of it: quantising the front's means and
+    variances costs accuracy, and both are matrix products on one channel, which int8 does not
+    speed up. (Their last ops are named after the outputs.)
     """
     import nncf
 
@@ -229,7 +232,9 @@ def quantise(model: ov.Model) -> ov.Model:
         nncf.Dataset(rows),
         preset=nncf.QuantizationPreset.MIXED,  # asymmetric activations: the input is signed
         subset_size=len(rows),
-        ignored_scope=nncf.IgnoredScope(patterns=["/front/.*"]),
+        ignored_scope=nncf.IgnoredScope(
+            patterns=["/front/.*", "/readout/.*"], names=["score", "heatmap"]
+        ),
     )
 
 

@@ -105,7 +105,8 @@ def render(results: dict[str, Any], sources: Sequence[Any], training: dict[str, 
         f"torch {precision['torch']}, fully convolutional net (imaging_net.py, "
         f"{training['parameters']} parameters) behind a fixed local-contrast front (no weights:",
         "the slice beside its local contrast over windows of about 6 and 22 px, bounded to",
-        "+-3; kept out of the int8 quantisation), no",
+        "+-3; kept out of the int8 quantisation; the exported graph computes its means, as",
+        "training's pooling does, with matrix products, which OpenVINO runs fast), no",
         f"full-resolution layer with weights; {training['steps']}"
         f" AdamW steps of {training['batch']} crops of {training['crop']} px (fresh cases every",
         f"step, a lesion in every other crop), one-cycle learning rate {training['lr']}. Loss:",

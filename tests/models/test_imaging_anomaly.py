@@ -139,6 +139,26 @@ def test_int8_is_within_0_01_auc_of_f32(measured: dict[str, Any]) -> None:
         assert abs(int8["auc_by_band"][band] - value) <= 0.02, band
 
 
+def test_export_form_computes_what_training_computes() -> None:
+    """The exported graph computes the front's means and the score's average as matrix products,
+    training by pooling: the two must give the same numbers, edges included."""
+    import copy
+
+    import torch
+
+    net = recipe_module("imaging_net").load(FOLDER / "torch" / "state_dict.npz")
+    generator = torch.Generator().manual_seed(5)
+    image = torch.rand(6, 1, 128, 128, generator=generator)
+    image *= torch.rand(6, 1, 1, 1, generator=generator)  # flat and contrasty slices
+    image[0] = 0.0  # all air: the variance floor, not a division by zero
+    exported = copy.deepcopy(net).fix_size(128)
+    with torch.no_grad():
+        assert (exported.front(image) - net.front(image)).abs().max() < 1e-5
+        for ours, theirs in zip(exported(image), net(image), strict=True):
+            assert ours.shape == theirs.shape
+            assert (ours - theirs).abs().max() < 1e-5
+
+
 def test_card_records_precision_and_parity(metrics: dict[str, Any]) -> None:
     precision = metrics["precision"]
     assert precision["openvino_f32"] == "INFERENCE_PRECISION_HINT=f32"
