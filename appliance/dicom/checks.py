@@ -183,7 +183,12 @@ def decode_all(ds: Dataset) -> None:
     an element is first touched. Raises RefusedInstanceError (CANNOT_DECODE) naming the element.
     """
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
+        try:
+            raw = ds.get_item(tag)
+        except Exception as exc:  # pydicom raises what its value converters raise (an unknown VR)
+            raise RefusedInstanceError(
+                StoreStatus.CANNOT_DECODE, f"data set garbled in element {Tag(tag)}"
+            ) from exc
         if (
             isinstance(raw, RawDataElement)
             and raw.length != _UNDEFINED_LENGTH

@@ -15,7 +15,7 @@ are narrowed (``str``, ``list[str]``, numpy arrays) where they do.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -207,20 +207,42 @@ def import_compiled(
 
 
 def infer(
-    compiled: ov.CompiledModel, inputs: Mapping[str, Array], request: Any | None = None
+    compiled: ov.CompiledModel,
+    inputs: Mapping[str, Array],
+    request: Any | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Array]:
     """One synchronous inference on ``request`` (an infer request of ``compiled`` that no other
     thread uses meanwhile), or on a new one: safe from many threads at once either way.
 
-    Returns every output by name, copied out of the request's memory. Raises InferenceError.
+    Returns every output by name (``names``, one per output, as :func:`output_names` gives them;
+    by default each output's first name), copied out of the request's memory. Raises
+    InferenceError.
     """
+    ports = compiled.outputs
+    keys = names if names is not None else [port.get_any_name() for port in ports]
     with _openvino_errors("inference failed", _RUN_HINT):
         if request is None:
             request = compiled.create_infer_request()
         request.infer(dict(inputs))
         return {
-            out.get_any_name(): np.array(request.get_tensor(out).data) for out in compiled.outputs
+            key: np.array(request.get_tensor(port).data)
+            for key, port in zip(keys, ports, strict=True)
         }
+
+
+def output_names(compiled: ov.CompiledModel, declared: Collection[str]) -> list[str]:
+    """Each output's name, in order: the one of ``declared`` (the manifest's output names) it
+    answers to, else its first name.
+
+    A compiled output can answer to more than one name: when the CPU plugin fuses a model's last
+    ops, the output keeps the name of the tensor it replaced too (the imaging model's heat map is
+    also ``/readout/DepthToSpace_output_0``), and ``get_any_name`` may return that one.
+    """
+    return [
+        next((name for name in sorted(port.get_names()) if name in declared), port.get_any_name())
+        for port in compiled.outputs
+    ]
 
 
 def _case_count(inputs: Mapping[str, Array]) -> int:

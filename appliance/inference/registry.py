@@ -9,6 +9,7 @@ is freed when the last of them drops it; none fails because of the swap.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -66,13 +67,19 @@ class ServedModel:
     _idle: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue, repr=False,
                                           compare=False)  # fmt: skip
 
+    @functools.cached_property
+    def output_names(self) -> list[str]:
+        """The outputs' names as the manifest gives them (see engine.output_names), in order."""
+        return engine.output_names(self.compiled, {spec.name for spec in self.manifest.outputs})
+
     def infer(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        """One synchronous inference; safe from many threads (one infer request each)."""
+        """One synchronous inference, outputs named as in the manifest; safe from many threads
+        (one infer request each)."""
         try:
             request = self._idle.get_nowait()
         except queue.Empty:
             request = self.compiled.create_infer_request()
-        outputs = engine.infer(self.compiled, inputs, request)
+        outputs = engine.infer(self.compiled, inputs, request, self.output_names)
         self._idle.put(request)  # not after a failure: a request in an unknown state is dropped
         return outputs
 

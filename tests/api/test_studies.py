@@ -168,6 +168,18 @@ def test_without_the_infer_permission_nothing_is_read(studied: Served) -> None:
     assert answer.status_code == 403
 
 
+def test_an_element_of_unknown_vr_is_a_400_naming_it(studied: Served) -> None:
+    """Found by the fuzz test below: an element of unknown VR and undefined length, which pydicom
+    reads only when it is first touched (and then raises NotImplementedError), was a 500."""
+    element = b"\xe1\x7f\x10\x00" + b"S\x02" + b"\x00\x00" + b"\xff" * 4  # (7FE1,0010)
+    delimiter = b"\xfe\xff\xdd\xe0" + b"\x00" * 4
+    body = part10(sample("CT_small.dcm")) + element + delimiter
+    with studied.client(Role.SERVICE) as http:
+        answer = http.post(PATH, content=body, headers=DICOM)
+    assert answer.status_code == 400, answer.text
+    assert "garbled in element (7FE1,0010)" in answer.json()["error"], answer.text
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(data=st.data())

@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 
 from appliance.dicom.analysis import ModelAnalyser, _is_imaging_model
 from appliance.imaging.postprocess import SliceFinding
+from appliance.inference.engine import output_names
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "imaging-anomaly" / "model.xml"
 
@@ -28,7 +29,8 @@ class Served:
 
     def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
         result = self.compiled(inputs)
-        return {port.get_any_name(): result[port] for port in self.compiled.outputs}
+        names = output_names(self.compiled, {"score", "heatmap"})  # as the manifest names them
+        return {name: result[port] for name, port in zip(names, self.compiled.outputs, strict=True)}
 
 
 class Source:

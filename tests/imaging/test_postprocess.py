@@ -9,6 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from appliance.imaging import ModelOutputError, SliceFinding, slice_to_input, summarise
+from appliance.inference.engine import output_names
 from tests.models.imaging import FOLDER
 
 
@@ -23,7 +24,8 @@ def model(core: ov.Core) -> ov.CompiledModel:
 
 
 def _run(model: ov.CompiledModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    return {port.any_name: value for port, value in model(x).items()}
+    result, names = model(x), output_names(model, {"score", "heatmap"})  # the manifest's names
+    return {name: result[port] for name, port in zip(names, model.outputs, strict=True)}
 
 
 def test_a_bright_lesion_raises_the_score_and_lights_up_its_place(model: ov.CompiledModel) -> None:

@@ -22,6 +22,7 @@ from appliance.inference import (
     openvino_version,
     run_cases,
 )
+from appliance.inference.engine import infer, output_names
 from provisioning.testmodel import BIAS, WEIGHTS, build_model_dir, reference_cases
 
 
@@ -181,3 +182,22 @@ def test_devices_and_version_are_reported(core: ov.Core) -> None:
     assert "CPU" in available_devices(core)
     assert openvino_version() == ov.get_version()
     assert int(openvino_version()[:4]) >= 2024
+
+
+def test_outputs_are_named_as_the_manifest_names_them(core: ov.Core) -> None:
+    """A compiled output can answer to two names (the CPU plugin keeps the name of a tensor it
+    fused away); the engine keys results by the manifest's, not by whichever comes first."""
+    import openvino.opset13 as ops
+
+    image = ops.parameter([1, 4], ov.Type.f32, name="image")
+    doubled = ops.multiply(image, ops.constant(np.float32(2.0)))
+    doubled.output(0).get_tensor().set_names({"/head/Mul_output_0", "heatmap"})
+    compiled = core.compile_model(ov.Model([doubled], [image]), "CPU")
+    assert compiled.outputs[0].get_any_name() == "/head/Mul_output_0"  # the trap
+
+    names = output_names(compiled, {"score", "heatmap"})
+    assert names == ["heatmap"]
+    out = infer(compiled, {"image": np.ones((1, 4), np.float32)}, names=names)
+    assert list(out) == ["heatmap"]
+    np.testing.assert_array_equal(out["heatmap"], np.full((1, 4), 2.0, np.float32))
+    assert output_names(compiled, {"other"}) == ["/head/Mul_output_0"]

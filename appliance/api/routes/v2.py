@@ -164,7 +164,7 @@ def _compute(
     try:
         arrays = decode_inputs(model.manifest, payload["inputs"], binary)
         wanted, as_binary, all_binary = requested_outputs(payload)
-        check_outputs(wanted, (port.get_any_name() for port in model.compiled.outputs))
+        check_outputs(wanted, model.output_names)
         # The request is valid: audit the access now, its fsyncs overlapping the inference
         # (the record is durable before the result row is written; see finish_record).
         audited = start_audit(svc, who, model, request_id=request_id, route=ROUTE,
