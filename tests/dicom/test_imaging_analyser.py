@@ -14,8 +14,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from appliance.dicom.analysis import ModelAnalyser, _is_imaging_model
-from appliance.imaging.postprocess import SliceFinding
-from appliance.inference.engine import output_names
+from appliance.imaging.postprocess import HEATMAP, SCORE, SliceFinding
+from appliance.inference.engine import infer, output_names
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "imaging-anomaly" / "model.xml"
 
@@ -28,9 +28,7 @@ class Served:
     provenance: Any = None
 
     def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        result = self.compiled(inputs)
-        names = output_names(self.compiled, {"score", "heatmap"})  # as the manifest names them
-        return {name: result[port] for name, port in zip(names, self.compiled.outputs, strict=True)}
+        return infer(self.compiled, inputs, names=output_names(self.compiled, {SCORE, HEATMAP}))
 
 
 class Source:

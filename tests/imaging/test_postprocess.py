@@ -9,7 +9,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from appliance.imaging import ModelOutputError, SliceFinding, slice_to_input, summarise
-from appliance.inference.engine import output_names
+from appliance.imaging.postprocess import HEATMAP, SCORE
+from appliance.inference.engine import infer, output_names
 from tests.models.imaging import FOLDER
 
 
@@ -24,8 +25,7 @@ def model(core: ov.Core) -> ov.CompiledModel:
 
 
 def _run(model: ov.CompiledModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    result, names = model(x), output_names(model, {"score", "heatmap"})  # the manifest's names
-    return {name: result[port] for name, port in zip(names, model.outputs, strict=True)}
+    return infer(model, {"image": x}, names=output_names(model, {SCORE, HEATMAP}))
 
 
 def test_a_bright_lesion_raises_the_score_and_lights_up_its_place(model: ov.CompiledModel) -> None:
