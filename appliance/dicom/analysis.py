@@ -121,8 +121,10 @@ def summarise(outputs: Mapping[str, Any]) -> SliceFinding:
 
 def _is_imaging_model(served: Any) -> bool:
     """The imaging package's models answer ``score`` and ``heatmap`` (models/imaging-anomaly)."""
+    from appliance.imaging.postprocess import HEATMAP, SCORE
+
     names = {name for port in served.compiled.outputs for name in port.get_names()}
-    return {"score", "heatmap"} <= names
+    return {SCORE, HEATMAP} <= names
 
 
 class ModelAnalyser:

@@ -224,7 +224,9 @@ def infer(
     with _openvino_errors("inference failed", _RUN_HINT):
         if request is None:
             request = compiled.create_infer_request()
-        request.infer(dict(inputs))
+        # Inputs shared, not copied (OpenVINO copies any it cannot share: wrong dtype, not
+        # contiguous); outputs not copied into the dict infer returns: copied once, below.
+        request.infer(dict(inputs), share_inputs=True, share_outputs=True)
         return {
             key: np.array(request.get_tensor(port).data)
             for key, port in zip(keys, ports, strict=True)

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.inference.engine import compile, load_model, run_cases
+from appliance.inference.engine import compile, is_int8, load_model, run_cases
 from appliance.updates.errors import UpdateError
 from appliance.updates.manifest import DType, Manifest, Metric
 
@@ -94,6 +94,7 @@ class ValidationResult:
     device: str
     seconds: float
     reason: str
+    precision: str = ""  # the compiled model's inference precision (int8 IRs: outside int8 layers)
 
     @property
     def threshold(self) -> float:
@@ -131,7 +132,9 @@ def validate(
     """
     started = time.monotonic()
     cases = read_reference(manifest, reference)
-    compiled = compile(load_model(xml, weights, core=core), device, core=core, latency=False)
+    model = load_model(xml, weights, core=core)
+    # Compiled as the registry will serve it: an int8 IR without the f32 hint (engine.compile).
+    compiled = compile(model, device, core=core, int8=is_int8(model), latency=False)
     output = run_cases(compiled, cases.inputs, manifest.outputs[0].name, progress=progress)
     ref = manifest.reference
     value, reason = _judge(manifest, output, cases, device)
@@ -145,6 +148,7 @@ def validate(
         device=device,
         seconds=time.monotonic() - started,
         reason=reason,
+        precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
     )
 
 

@@ -75,6 +75,16 @@ def test_the_int8_model_is_within_0_01_auc_of_f32(folders: dict[str, Path]) -> N
     assert abs(int8.value - f32.value) <= 0.01, (f32.value, int8.value)
 
 
+def test_the_gate_measures_an_int8_model_at_the_precision_it_is_served(
+    folders: dict[str, Path],
+) -> None:
+    core = ov.Core()
+    served = engine.compile(_model(folders["int8"], core), "CPU", core=core, int8=True)
+    expected = served.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    assert _validate(folders["int8"], core).precision == expected
+    assert _validate(folders["f32"], core).precision == "f32"
+
+
 @pytest.mark.parametrize(("kind", "cached"), [("int8", False), ("int8", True), ("f32", True)])
 def test_the_registry_compiles_int8_without_the_f32_hint(
     folders: dict[str, Path], tmp_path: Path, kind: str, cached: bool
