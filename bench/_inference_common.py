@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 BATCHES = (1, 64, 1024)
 API_CLIENTS = 16
@@ -52,3 +53,15 @@ class Row:
 
 def progress(text: str) -> None:
     print(f"  .. {text}", flush=True)
+
+
+def model_irs(folder: Path) -> tuple[Path, Path | None]:
+    """A model folder's f32 IR and its int8 IR, if it has one (models/README.md).
+
+    A folder whose box-served ``model.xml`` is int8 keeps its f32 IR in ``f32/``
+    (models/imaging-anomaly); a folder that serves f32 may keep an int8 build in ``int8/``.
+    """
+    if (folder / "f32" / "model.xml").is_file():
+        return folder / "f32" / "model.xml", folder / "model.xml"
+    int8 = folder / "int8" / "model.xml"
+    return folder / "model.xml", int8 if int8.is_file() else None

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import openvino as ov
 from _inference_api import ApiFigures, measure_api
-from _inference_common import BATCHES, BenchSetupError, Row, Settings, progress
+from _inference_common import BATCHES, BenchSetupError, Row, Settings, model_irs, progress
 from _inference_peers import (
     Array,
     Call,
@@ -166,7 +166,7 @@ def imaging_anomaly() -> BundledModel:
             torch_module_contender(committed, threads=threads),
         ]  # fmt: skip
 
-    flops = conv_flops(ov.Core().read_model(str(committed / "model.xml")))
+    flops = conv_flops(ov.Core().read_model(str(model_irs(committed)[0])))
     return BundledModel("imaging-anomaly", "image", "score", flops,
                         "convolutions at batch 1, 2 FLOP per multiply-add", build, example,
                         peers, heavy=True)  # fmt: skip
@@ -209,20 +209,17 @@ def best_rate(call: Call, example: Callable[[int], Array], s: Settings) -> tuple
 # -- the models ----------------------------------------------------------------------------------
 
 
-def is_quantized(model: Any) -> bool:
-    """Whether an IR holds quantised layers (FakeQuantize, or int8/int4 weights)."""
-    low = {ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4}
-    for op in model.get_ops():
-        kind = op.get_type_name()
-        if kind == "FakeQuantize" or (kind == "Constant" and op.get_element_type() in low):
-            return True
-    return False
+def _read(xml: Path, ov_core: Any) -> Any:
+    weights = bytearray(xml.with_suffix(".bin").read_bytes())
+    return engine.load_model(xml.read_bytes(), weights, core=ov_core)
 
 
 def openvino_contenders(folder: Path, m: BundledModel, ov_core: Any) -> tuple[list[Contender], Any]:
-    """OpenVINO through the project's engine: f32 (and INT8 if quantised), LATENCY hint."""
-    xml, weights = (folder / "model.xml").read_bytes(), (folder / "model.bin").read_bytes()
-    model = engine.load_model(xml, bytearray(weights), core=ov_core)
+    """OpenVINO through the project's engine: f32 (and INT8 if quantised), LATENCY hint.
+
+    Returns the contenders and the f32 model (the table's reference outputs)."""
+    f32_ir, int8_ir = model_irs(folder)
+    model = _read(f32_ir, ov_core)
     f32 = engine.compile(model, "CPU", core=ov_core, latency=True)
     request = f32.create_infer_request()
     port = f32.output(m.output)
@@ -239,21 +236,16 @@ def openvino_contenders(folder: Path, m: BundledModel, ov_core: Any) -> tuple[li
         Contender("OpenVINO f32, reused request, shared input tensor", lean,
                   "same compiled model: OpenVINO's own per-call floor"),
     ]  # fmt: skip
-    int8_xml = folder / "int8" / "model.xml"
-    if int8_xml.is_file():  # the vendor's INT8 build beside the f32 one (models/imaging-anomaly)
-        quantised = engine.load_model(
-            int8_xml.read_bytes(), bytearray((folder / "int8" / "model.bin").read_bytes()),
-            core=ov_core,
-        )  # fmt: skip
-        int8 = engine.compile(quantised, "CPU", core=ov_core, int8=True, latency=True)
+    if int8_ir is not None:  # the vendor's INT8 build beside the f32 one (models/imaging-anomaly)
+        int8 = engine.compile(_read(int8_ir, ov_core), "CPU", core=ov_core, int8=True, latency=True)
         out.append(
             Contender(
-                "OpenVINO INT8 (int8/model.xml), engine.infer",
+                f"OpenVINO INT8 ({int8_ir.relative_to(folder)}), engine.infer",
                 lambda x: engine.infer(int8, {m.input: x})[m.output],
                 "NNCF post-training quantisation",
             )
         )
-    elif is_quantized(model):
+    elif engine.is_int8(model):
         int8 = engine.compile(model, "CPU", core=ov_core, int8=True, latency=True)
         out.append(
             Contender(

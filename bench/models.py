@@ -2,8 +2,9 @@
 
 For every ``models/*/`` folder with a ``model.xml``, in one run and on the same inputs (the
 model's own reference cases, ``reference/cases.npz``): OpenVINO f32 (``INFERENCE_PRECISION_HINT``
-f32, as the box compiles f32 models), OpenVINO INT8 where ``int8/model.xml`` exists (the device's
-default precision outside the quantised layers), onnxruntime fp32 (``model.onnx``, CPU provider)
+f32, as the box compiles f32 models), OpenVINO INT8 where the folder has an int8 IR (its served
+``model.xml`` beside ``f32/``, or ``int8/model.xml``; the device's default precision outside the
+quantised layers), onnxruntime fp32 (``model.onnx``, CPU provider)
 and torch eager where the folder has a ``torch_module.py`` (models/README.md). Every runtime gets
 two threads. Batch-1 latency is sampled in interleaved rounds (each round runs every runtime in
 turn), so a burst of load from other processes hits all of them alike; throughput is the best of
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import openvino as ov
+from _inference_common import model_irs
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 2
@@ -102,18 +104,17 @@ def _slice(inputs: dict[str, Array], start: int, size: int) -> dict[str, Array]:
 def _runtimes(folder: Path) -> list[Runtime]:
     core = ov.Core()
     out = []
+    f32_ir, int8_ir = model_irs(folder)
     f32 = core.compile_model(
-        str(folder / "model.xml"),
+        str(f32_ir),
         "CPU",
         {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
          "INFERENCE_NUM_THREADS": THREADS},
     )  # fmt: skip
     out.append(Runtime("openvino f32", _ov_call(f32)))
-    if (folder / "int8" / "model.xml").is_file():
+    if int8_ir is not None:
         int8 = core.compile_model(
-            str(folder / "int8" / "model.xml"),
-            "CPU",
-            {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": THREADS},
+            str(int8_ir), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": THREADS}
         )
         out.append(Runtime("openvino int8", _ov_call(int8)))
     if (folder / "model.onnx").is_file():

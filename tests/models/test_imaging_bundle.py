@@ -4,6 +4,7 @@ on the CPU, committed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from appliance.audit.records import AuditEvent
@@ -28,6 +29,7 @@ def test_imaging_bundle_installs_validates_and_commits(config: Config, tmp_path:
         assert state.reason and "auc" in state.reason and "meets" in state.reason
         active = agent.store.state("imaging-anomaly")
         assert active.active is not None
-        assert active.slots[active.active].version == "1.2.0"  # type: ignore[union-attr]
+        version = json.loads((FOLDER / "manifest.json").read_text())["version"]
+        assert active.slots[active.active].version == version  # type: ignore[union-attr]
         events = [r.event for r in rt.audit.records()]
         assert AuditEvent.UPDATE_INSTALLED in events
