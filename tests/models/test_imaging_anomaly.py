@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,6 +101,21 @@ def test_recipe_rebuilds_every_committed_file_byte_for_byte(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_NUM"))}
     subprocess.run(
         [sys.executable, os.fspath(FOLDER / "build.py"), os.fspath(tmp_path)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    assert (tmp_path / "SHA256SUMS").read_text() == (FOLDER / "SHA256SUMS").read_text()
+
+
+@pytest.mark.timeout(900)
+def test_recipe_rebuilds_the_rest_from_the_committed_weights(tmp_path: Path) -> None:
+    """``build.py --from-weights``: export, quantisation and measurement alone (a minute)."""
+    (tmp_path / "torch").mkdir()
+    shutil.copy(FOLDER / "torch" / "state_dict.npz", tmp_path / "torch")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_NUM"))}
+    subprocess.run(
+        [sys.executable, os.fspath(FOLDER / "build.py"), os.fspath(tmp_path), "--from-weights"],
         check=True,
         env=env,
         capture_output=True,
