@@ -35,7 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import openvino as ov
 from _inference_api import ApiFigures, measure_api
-from _inference_common import BATCHES, BenchSetupError, Row, Settings, model_irs, progress
+from _inference_common import (
+    HEAVY_BATCHES,
+    BenchSetupError,
+    Row,
+    Settings,
+    model_irs,
+    progress,
+)
 from _inference_peers import (
     Array,
     Call,
@@ -84,7 +91,7 @@ class BundledModel:
             return s
         return dataclasses.replace(
             s, latency_calls=max(s.latency_calls // 10, 100), warmup=max(s.warmup // 10, 10),
-            async_cases=max(s.async_cases // 64, 256),
+            async_cases=max(s.async_cases // 64, 256), batches=HEAVY_BATCHES,
         )  # fmt: skip
 
 
@@ -201,8 +208,8 @@ def best_latencies_ms(call: Call, x: Array, s: Settings) -> Array:
 
 
 def best_rate(call: Call, example: Callable[[int], Array], s: Settings) -> tuple[float, int]:
-    """The best throughput over :data:`BATCHES` and the batch size that gave it."""
-    found = [(rate(call, example(b), s.rate_seconds, s.repeats), b) for b in BATCHES]
+    """The best throughput over the batch sizes ``s.batches`` and the batch size that gave it."""
+    found = [(rate(call, example(b), s.rate_seconds, s.repeats), b) for b in s.batches]
     return max(found)
 
 
