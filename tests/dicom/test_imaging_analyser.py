@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 
 from appliance.dicom.analysis import ModelAnalyser, _is_imaging_model
 from appliance.imaging.postprocess import HEATMAP, SCORE, SliceFinding
-from appliance.inference.engine import infer, output_names
+from appliance.inference.engine import compile, infer, is_int8, output_names
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "imaging-anomaly" / "model.xml"
 
@@ -43,7 +43,9 @@ class Source:
 def imaging() -> Served:
     if not MODEL.exists():
         pytest.skip(f"{MODEL} is missing: `make models` builds it")
-    compiled = ov.Core().compile_model(str(MODEL), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    core = ov.Core()
+    model = core.read_model(str(MODEL))
+    compiled = compile(model, "CPU", core=core, int8=is_int8(model))  # as the registry serves it
     return Served(compiled, provenance=type("P", (), {"as_dict": lambda self: {}})())
 
 
