@@ -132,9 +132,8 @@ def validate(
     """
     started = time.monotonic()
     cases = read_reference(manifest, reference)
-    model = load_model(xml, weights, core=core)
-    # Compiled as the registry will serve it: an int8 IR without the f32 hint (engine.compile).
-    compiled = compile(model, device, core=core, int8=is_int8(model), latency=False)
+    # Compiled as the registry serves it: an int8 IR without the f32 hint (engine.compile).
+    compiled = compile(load_model(xml, weights, core=core), device, core=core, latency=False)
     output = run_cases(compiled, cases.inputs, manifest.outputs[0].name, progress=progress)
     ref = manifest.reference
     value, reason = _judge(manifest, output, cases, device)

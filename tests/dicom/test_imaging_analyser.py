@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 
 from appliance.dicom.analysis import ModelAnalyser, _is_imaging_model
 from appliance.imaging.postprocess import HEATMAP, SCORE, SliceFinding
-from appliance.inference.engine import compile, infer, is_int8, output_names
+from appliance.inference.engine import compile, infer, output_names
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "imaging-anomaly" / "model.xml"
 
@@ -44,8 +44,7 @@ def imaging() -> Served:
     if not MODEL.exists():
         pytest.skip(f"{MODEL} is missing: `make models` builds it")
     core = ov.Core()
-    model = core.read_model(str(MODEL))
-    compiled = compile(model, "CPU", core=core, int8=is_int8(model))  # as the registry serves it
+    compiled = compile(core.read_model(str(MODEL)), "CPU", core=core)  # as the registry serves it
     return Served(compiled, provenance=type("P", (), {"as_dict": lambda self: {}})())
 
 
