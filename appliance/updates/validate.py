@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.inference.engine import compile, is_int8, load_model, run_cases
+from appliance.inference.engine import compile, load_model, run_cases
 from appliance.updates.errors import UpdateError
 from appliance.updates.manifest import DType, Manifest, Metric
 
