@@ -53,6 +53,11 @@ class Config:
     # Audit: HIPAA asks to keep documentation six years (164.316(b)(2)).
     audit_checkpoint_every: int = 100
     audit_retention_days: int = 6 * 365
+    # Housekeeping (appliance/housekeeping.py, hourly): how long the box keeps what it made.
+    # Results hold heat maps (about 90 kB a slice) and a finished study's images stay spooled
+    # after their results went out; without limits a busy clinic's disk fills within months.
+    results_retention_days: int = 90
+    studies_retention_days: int = 30
     # Provisioning: systemd-networkd files (None: <state>/network; the image links
     # /etc/systemd/network to it) and the disk recovery key the wizard shows once.
     network_dir: Path | None = None
@@ -129,6 +134,8 @@ _POSITIVE_INTS = {
     "service_token_days",
     "audit_checkpoint_every",
     "audit_retention_days",
+    "results_retention_days",
+    "studies_retention_days",
     "study_quiet_seconds",
 }
 

@@ -25,6 +25,7 @@ from appliance.trust.tpm import open_tpm
 if TYPE_CHECKING:
     from appliance.api.server import ApiServer
     from appliance.dicom.service import DicomService
+    from appliance.housekeeping import Housekeeper
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,13 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
         runtime = Runtime(config, endpoint)
         api = None
         dicom = None
+        housekeeper = None
         try:
             _report_break_glass(runtime, say)
             say(f"audit trail    {config.audit_dir}")
             api = _start_api(runtime, say)
             dicom = _start_dicom(runtime, api, say)
+            housekeeper = _start_housekeeping(runtime, api, dicom, say)
             say("ready; press Ctrl-C to stop")
             _notify(f"READY=1\nSTATUS=serving {len(api.services.registry.names())} model(s)")
             log.info("appliance ready")
@@ -72,6 +75,8 @@ def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int
             _notify("STOPPING=1")
             say("stopping")
         finally:
+            if housekeeper is not None:
+                housekeeper.stop()
             if dicom is not None:
                 dicom.stop()
             if api is not None:
@@ -148,6 +153,19 @@ def _start_dicom(
         return None
     say(f"dicom          {service.describe()}")
     return service
+
+
+def _start_housekeeping(
+    runtime: Runtime, api: ApiServer, dicom: DicomService | None, say: Callable[[str], None]
+) -> Housekeeper:
+    """Start the hourly retention rounds (results, finished studies' images, audit files)."""
+    from appliance.housekeeping import Housekeeper
+
+    keeper = Housekeeper(runtime.config, runtime.audit, api.services.results,
+                         dicom.store if dicom is not None else None)  # fmt: skip
+    keeper.start()
+    say(f"housekeeping   {keeper.describe()}")
+    return keeper
 
 
 def _report_break_glass(runtime: Runtime, say: Callable[[str], None]) -> None:

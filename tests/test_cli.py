@@ -152,6 +152,8 @@ def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
     assert "trust core     ready" in text
     assert "Recovery code, shown ONCE" in text
     assert re.search(r"dicom +AE APPLIANCE on 0\.0\.0\.0:\d+ \(C-ECHO; C-STORE", text), text
+    assert ("housekeeping   every 60 min: results kept 90 days, finished studies' images 30 "
+            "days, audit log 2190 days") in text  # fmt: skip
     # While it runs, a CLI command shares its swtpm.
     assert "unseals" in appliance(state, "trust", "status").stdout
     proc.send_signal(signal.SIGTERM)

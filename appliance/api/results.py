@@ -5,6 +5,9 @@ device, OpenVINO version), a SHA-256 of the inputs (not the inputs: they may be 
 outputs as JSON. It commits before the response leaves, so a client that got an answer can always
 fetch it again by request id, whatever happened to the server afterwards.
 
+Rows are kept ``results_retention_days`` (:meth:`ResultStore.prune`, run hourly by
+appliance/housekeeping.py); after that a request id answers "no result".
+
 Under load the rows are group-committed (ADR 0009): a committer thread inserts every queued row in
 one transaction, which SQLite makes durable with one WAL sync, and only then wakes the callers.
 """
@@ -35,6 +38,7 @@ CREATE TABLE IF NOT EXISTS results (
     inputs_sha256 TEXT NOT NULL,
     outputs TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS results_created ON results(created);
 """
 
 
@@ -62,6 +66,7 @@ class StoredResult:
 
 Row = tuple[str, float, str, str, str, str, str]
 _INSERT = "INSERT INTO results VALUES (?,?,?,?,?,?,?)"
+PRUNE_CHUNK = 500
 
 
 def _row(
@@ -187,6 +192,35 @@ class ResultStore:
             )
         return StoredResult(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5],
                             json.loads(row[6]))  # fmt: skip
+
+    def older_than(self, before: float) -> int:
+        """How many results were stored before ``before`` (seconds since the epoch)."""
+        row = self._db().execute("SELECT count(*) FROM results WHERE created < ?", (before,))
+        return int(row.fetchone()[0])
+
+    def prune(self, before: float, *, chunk: int = PRUNE_CHUNK) -> int:
+        """Delete the results stored before ``before``; return how many went.
+
+        Deletes ``chunk`` rows per transaction, so that the API's writes wait milliseconds at
+        most. SQLite reuses the freed pages for new rows: the file stops growing, it does not
+        shrink. Raises StorageError when the database cannot be written.
+        """
+        db, gone = self._db(), 0
+        try:
+            while True:
+                n = db.execute(
+                    "DELETE FROM results WHERE rowid IN "
+                    "(SELECT rowid FROM results WHERE created < ? LIMIT ?)",
+                    (before, chunk),
+                ).rowcount
+                gone += n
+                if n < chunk:
+                    return gone
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"cannot delete old results ({gone} deleted so far): {exc}.",
+                "Check that the state partition is writable; the next round tries again.",
+            ) from exc
 
     def count(self) -> int:
         return int(self._db().execute("SELECT count(*) FROM results").fetchone()[0])

@@ -29,6 +29,8 @@ update-refused      110100 Application Activity, E   110131 Software Configurati
 export              110106 Export, R                 (none)
 checkpoint          110100 Application Activity, E   (none)
 retention-prune     110100 Application Activity, D   (none)
+results-prune       110100 Application Activity, D   (none)
+study-deleted       110105 DICOM Study Deleted, D    (none)
 =================== ================================ =========================================
 
 EventOutcomeIndicator: 0 success, 4 failure (minor failure), 8 denied (serious failure). The
@@ -84,6 +86,8 @@ EVENT_CODES: dict[AuditEvent, tuple[_Code, str, _Code | None]] = {
     AuditEvent.EXPORT: (("110106", "Export"), "R", None),
     AuditEvent.CHECKPOINT: (_ACTIVITY, "E", None),
     AuditEvent.RETENTION_PRUNE: (_ACTIVITY, "D", None),
+    AuditEvent.RESULTS_PRUNE: (_ACTIVITY, "D", None),
+    AuditEvent.STUDY_DELETED: (("110105", "DICOM Study Deleted"), "D", None),
 }
 OUTCOME_INDICATOR = {Outcome.SUCCESS: "0", Outcome.FAILURE: "4", Outcome.DENIED: "8"}
 

@@ -60,6 +60,9 @@ class AuditEvent(StrEnum):
     TRUST_CHANGE = "trust-change"
     CHECKPOINT = "checkpoint"
     RETENTION_PRUNE = "retention-prune"
+    # Housekeeping (appliance/housekeeping.py): results and a study's images past their retention.
+    RESULTS_PRUNE = "results-prune"
+    STUDY_DELETED = "study-deleted"
 
 
 class Outcome(StrEnum):

@@ -5,6 +5,7 @@ Layout under ``<state>/dicom``::
     spool/<study key>/<instance key>.dcm   every accepted instance, DICOM Part 10 file
     outbox/<instance key>.dcm              results waiting to be sent (see outbox.py)
     studies.db                             instances, studies, outbox rows (WAL, FULL)
+    .spool.lock                            flock: instance writers share it, pruning holds it alone
 
 Keys are SHA-256 prefixes of the UIDs, so paths and log lines never carry a UID (UIDs are
 identifiers of a patient's study; tests/test_no_phi_in_logs.py). An instance is acknowledged only
@@ -15,15 +16,19 @@ A study's life (a transition table, pynetdicom ``fsm.py`` style)::
 
     OPEN --quiet time passed--> CLOSED --worker takes it--> ANALYSING --> DONE | FAILED | UNROUTED
     any state --new instance arrives--> OPEN      ANALYSING --crash, then start--> CLOSED
+    DONE | FAILED | UNROUTED, all results sent, studies_retention_days passed --> deleted
+    (:meth:`StudyStore.prune`, run hourly by appliance/housekeeping.py)
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,7 +42,7 @@ from pydicom.errors import InvalidDicomError
 from appliance.config import Config
 from appliance.dicom.checks import InstanceInfo
 from appliance.errors import StorageError
-from appliance.fsutil import atomic_writer
+from appliance.fsutil import atomic_writer, fsync_dir
 from appliance.sqlitedb import Database
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,10 @@ class StudyState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     UNROUTED = "unrouted"
+
+
+FINISHED = (StudyState.DONE, StudyState.FAILED, StudyState.UNROUTED)
+SPOOL_LOCK = ".spool.lock"
 
 
 def key_of(uid: str) -> str:
@@ -162,17 +171,46 @@ class StudyStore:
         ``encoded`` is the Part 10 file (preamble, meta, data set). Raises StorageError.
         """
         path = self.spool / key_of(info.study_uid) / f"{key_of(info.sop_uid)}.dcm"
+        # Shared with other writers, never with prune(): it cannot delete this study's folder
+        # between the file and its row.
+        with self.spool_lock(shared=True):
+            try:
+                if not path.parent.is_dir():
+                    path.parent.mkdir(exist_ok=True, mode=0o700)
+                    fsync_dir(self.spool)  # the new folder's name is durable with its file
+                with atomic_writer(path) as fh:
+                    fh.write(encoded)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.",
+                    "Free space on the state partition (old studies) and ask the sender to "
+                    "resend.",
+                ) from exc
+            self._index(info, path, calling_ae, time.time())
+        return path
+
+    @contextmanager
+    def spool_lock(self, *, shared: bool, wait: bool = True) -> Iterator[bool]:
+        """Hold ``.spool.lock`` (flock, so across processes: the receiver may run in
+        appliance-dicom.service, pruning in ``appliance run``). Yields whether it is held: False
+        only when ``wait`` is False and another holder excludes this one."""
         try:
-            path.parent.mkdir(exist_ok=True, mode=0o700)
-            with atomic_writer(path) as fh:
-                fh.write(encoded)
+            fd = os.open(self.root / SPOOL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StorageError(
-                f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.",
-                "Free space on the state partition (old studies) and ask the sender to resend.",
+                f"cannot open the DICOM spool lock in {self.root}: {exc.strerror}.",
+                "Check that the state partition is mounted read-write.",
             ) from exc
-        self._index(info, path, calling_ae, time.time())
-        return path
+        try:
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            try:
+                fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
 
     def _index(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
         with self.transaction():
@@ -274,6 +312,63 @@ class StudyStore:
             (study_uid,),
         )
         return [self.root / r[0] for r in rows]
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def prunable(self, before: float) -> list[Study]:
+        """Finished studies (done, failed, unrouted) whose last instance arrived before ``before``
+        and whose results have all been sent: what :meth:`prune` deletes."""
+        rows = self.execute(
+            "SELECT study_uid FROM studies WHERE state IN (?, ?, ?) AND last_at < ? AND NOT "
+            "EXISTS (SELECT 1 FROM outbox o WHERE o.study_uid = studies.study_uid AND "
+            "o.state != 'sent') ORDER BY last_at",  # 'sent': outbox.RowState.SENT
+            (*FINISHED, before),
+        )
+        return [s for s in (self.study(r[0]) for r in rows) if s is not None]
+
+    def prune(self, before: float, record: Callable[[Study, int], None]) -> int | None:
+        """Delete the spooled images and the rows of :meth:`prunable` studies; return how many
+        studies went, or None when an instance was being written (the next round tries again).
+
+        For each study, ``record(study, instances)`` runs first (the audit record: a crash then
+        leaves a record whose deletion the next round completes, never a deletion without
+        one; if it raises, nothing of that study is deleted). Then the files go, durably, and
+        only then the rows: a crash in between leaves rows of missing files in a finished study,
+        never spooled files without rows, which :meth:`recover` would take for a new study and
+        analyse and send again. Raises StorageError when a file cannot be deleted.
+        """
+        with self.spool_lock(shared=False, wait=False) as held:
+            if not held:
+                return None
+            studies = self.prunable(before)
+            for study in studies:
+                files = self.instance_files(study.study_uid)
+                record(study, len(files))
+                self._delete_files(self.spool / study.key, files)
+                with self.transaction():
+                    self.execute("DELETE FROM instances WHERE study_uid = ?", (study.study_uid,))
+                    self.execute("DELETE FROM outbox WHERE study_uid = ?", (study.study_uid,))
+                    self.execute("DELETE FROM studies WHERE study_uid = ?", (study.study_uid,))
+            return len(studies)
+
+    def _delete_files(self, folder: Path, files: list[Path]) -> None:
+        try:
+            for path in files:
+                path.unlink(missing_ok=True)
+            try:
+                folder.rmdir()  # empty now, unless something else is in it: then it stays
+            except FileNotFoundError:
+                pass
+            except OSError:
+                fsync_dir(folder)
+                return
+            fsync_dir(self.spool)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot delete the spooled study {folder.name}: {exc.strerror}.",
+                "Check that the state partition is mounted read-write; the next round tries "
+                "again.",
+            ) from exc
 
     def instance_uids(self) -> set[str]:
         return {r[0] for r in self.execute("SELECT sop_uid FROM instances")}

@@ -1,0 +1,200 @@
+"""Housekeeping: results and finished studies' images go after their retention, audited first;
+nothing that is not finished, not yet sent or still young goes; a receiver writing into the
+spool and a pruner never meet; and the pruned spool never comes back as a "recovered" study."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+
+from appliance.api.results import ResultNotFoundError, ResultStore
+from appliance.audit import AuditEvent, AuditLog, TpmCheckpointAnchor, hash_subject, verify
+from appliance.config import Config
+from appliance.dicom.checks import InstanceInfo
+from appliance.dicom.store import StudyState, StudyStore
+from appliance.errors import StorageError
+from appliance.housekeeping import DAY, Housekeeper
+from appliance.trust.swtpm import Swtpm
+
+INDEX = 0x01500022
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+@pytest.fixture
+def audit(tmp_path: Path, key: bytes, swtpm: Swtpm) -> AuditLog:
+    return AuditLog(tmp_path / "audit", key, TpmCheckpointAnchor(swtpm.tcti, INDEX))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StudyStore]:
+    st = StudyStore(tmp_path / "dicom")
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Iterator[ResultStore]:
+    rs = ResultStore(tmp_path / "results.db")
+    yield rs
+    rs.close()
+
+
+def _put(results: ResultStore, request_id: str) -> None:
+    results.put(request_id, actor="pacs", route="v2-infer", provenance={"model": "m 1"},
+                inputs_sha256="0" * 64, outputs=[{"name": "score", "data": [0.5]}])  # fmt: skip
+
+
+def _study(store: StudyStore, state: StudyState, instances: int = 2) -> str:
+    """A study with ``instances`` spooled files, moved to ``state`` as the worker would."""
+    uid = generate_uid()
+    for _ in range(instances):
+        info = InstanceInfo(CT, generate_uid(), uid, generate_uid(), "CT")
+        store.write_instance(b"DICM image bytes", info, "CT1")
+    if state is not StudyState.OPEN:
+        store.execute("UPDATE studies SET state = ? WHERE study_uid = ?", (state, uid))
+    return uid
+
+
+def _keeper(config: Config, audit: AuditLog, results: ResultStore | None,
+            store: StudyStore | None, days_later: float) -> Housekeeper:  # fmt: skip
+    return Housekeeper(config, audit, results, store, clock=lambda: time.time() + days_later * DAY)
+
+
+def test_results_go_after_their_retention_and_the_trail_says_how_many(
+    tmp_path: Path, audit: AuditLog, results: ResultStore
+) -> None:
+    config = Config(state_dir=tmp_path, results_retention_days=90)
+    for n in range(3):
+        _put(results, f"r{n}")
+    young = _keeper(config, audit, results, None, 89).round()
+    assert young.results == 0 and results.count() == 3, "results deleted before 90 days"
+    assert not [r for r in audit.records() if r.event is AuditEvent.RESULTS_PRUNE]
+
+    report = _keeper(config, audit, results, None, 91).round()
+    assert report.results == 3 and results.count() == 0
+    with pytest.raises(ResultNotFoundError, match="no result with request id 'r1'"):
+        results.get("r1")
+    prunes = [r for r in audit.records() if r.event is AuditEvent.RESULTS_PRUNE]
+    assert [p.detail for p in prunes] == [{"results": 3, "retention_days": 90}]
+
+
+def test_only_finished_and_fully_sent_studies_past_retention_lose_their_images(
+    tmp_path: Path, key: bytes, swtpm: Swtpm, audit: AuditLog, store: StudyStore
+) -> None:
+    config = Config(state_dir=tmp_path, studies_retention_days=30)
+    done, failed = _study(store, StudyState.DONE), _study(store, StudyState.FAILED, 1)
+    unsent = _study(store, StudyState.DONE)
+    store.execute(
+        "INSERT INTO outbox (study_uid, sop_uid, kind, file, destination, state, next_at) "
+        "VALUES (?, ?, 'sr', 'outbox/x.dcm', 'PACS', 'pending', 0)", (unsent, generate_uid()),
+    )  # fmt: skip
+    kept = {s: _study(store, s) for s in (StudyState.OPEN, StudyState.CLOSED,
+                                           StudyState.ANALYSING)}  # fmt: skip
+    folders = {uid: store.instance_files(uid)[0].parent for uid in (done, failed, unsent)}
+
+    assert _keeper(config, audit, None, store, 29).round().studies == 0, "deleted before 30 days"
+    report = _keeper(config, audit, None, store, 31).round()
+
+    assert report.studies == 2
+    for uid in (done, failed):
+        assert store.study(uid) is None and not folders[uid].exists()
+    assert (
+        store.study(unsent) is not None and folders[unsent].exists()
+    ), "the images of a study whose result was not yet sent were deleted"
+    for uid in kept.values():
+        assert all(p.exists() for p in store.instance_files(uid)), "an unfinished study lost files"
+    records = [r for r in audit.records() if r.event is AuditEvent.STUDY_DELETED]
+    assert sorted(r.subject or "" for r in records) == sorted(
+        hash_subject(key, uid) for uid in (done, failed)
+    )
+    assert {r.detail["instances"] for r in records} == {1, 2}
+    assert all(r.subject not in (done, failed) for r in records), "a raw study UID in the trail"
+    assert verify(audit.directory, key, TpmCheckpointAnchor(swtpm.tcti, INDEX)).ok
+    assert store.recover() == 0, "pruned images came back as a recovered study"
+
+
+def test_a_study_whose_deletion_cannot_be_audited_keeps_everything(
+    tmp_path: Path, store: StudyStore
+) -> None:
+    uid = _study(store, StudyState.DONE)
+    files = store.instance_files(uid)
+
+    def refuse(_study: object, _instances: int) -> None:
+        raise StorageError("the audit log is full.", "Free space.")
+
+    with pytest.raises(StorageError, match="audit log is full"):
+        store.prune(time.time() + DAY, refuse)
+    assert all(p.exists() for p in files) and store.study(uid) is not None
+
+
+def test_the_receiver_waits_for_a_prune_and_a_prune_skips_a_busy_spool(store: StudyStore) -> None:
+    with store.spool_lock(shared=True):  # an instance being written, here or in another process
+        assert store.prune(time.time() + 365 * DAY, lambda *_: None) is None
+
+    written = threading.Event()
+    info = InstanceInfo(CT, generate_uid(), generate_uid(), generate_uid(), "CT")
+    with store.spool_lock(shared=False) as held:  # a prune in progress
+        assert held
+
+        def write() -> None:
+            store.write_instance(b"x", info, "CT1")
+            written.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not written.wait(0.5), "an instance was written into the spool during a prune"
+    writer.join(timeout=30)
+    assert written.is_set() and store.instance_uids() == {info.sop_uid}
+
+
+LOCKER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_receiver_in_another_process_holds_off_the_prune(store: StudyStore) -> None:
+    uid = _study(store, StudyState.DONE)
+    lock = store.root / ".spool.lock"
+    with subprocess.Popen([sys.executable, "-c", LOCKER, str(lock)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as other:  # fmt: skip
+        assert other.stdout is not None and other.stdin is not None
+        assert other.stdout.readline().strip() == "held"
+        assert store.prune(time.time() + 365 * DAY, lambda *_: None) is None
+        other.stdin.write("\n")
+        other.stdin.flush()
+    assert store.prune(time.time() + 365 * DAY, lambda *_: None) == 1
+    assert store.study(uid) is None
+
+
+def test_the_thread_runs_a_round_at_start_and_stops(
+    tmp_path: Path, audit: AuditLog, results: ResultStore
+) -> None:
+    _put(results, "old")
+    keeper = _keeper(Config(state_dir=tmp_path), audit, results, None, 1000)
+    keeper.start()
+    try:
+        for _ in range(100):
+            if results.count() == 0:
+                break
+            time.sleep(0.05)
+    finally:
+        keeper.stop()
+    assert results.count() == 0
+    assert keeper.describe().startswith("every 60 min: results kept 90 days")
