@@ -20,7 +20,11 @@ from appliance.run import run
 from appliance.updates.agent import AgentState, Phase
 
 DISK_ERROR, DISK_WARNING, MEMORY_WARNING, HOT = 95.0, 85.0, 90.0, 90.0
-_FREE_DISK = "Export and remove old results and studies, or grow the state partition."
+_FREE_DISK = (
+    "Housekeeping deletes results and finished studies hourly after their retention: lower "
+    "results_retention_days or studies_retention_days in /etc/appliance/appliance.toml, and "
+    "check for studies whose results cannot be sent (PACS peers)."
+)
 
 
 def services(units: Sequence[str]) -> tuple[ServiceLine, ...]:

@@ -183,8 +183,8 @@ class StudyStore:
             except OSError as exc:
                 raise StorageError(
                     f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.",
-                    "Free space on the state partition (old studies) and ask the sender to "
-                    "resend.",
+                    "Free space on the state partition (lower studies_retention_days: see "
+                    "`appliance run`'s housekeeping line) and ask the sender to resend.",
                 ) from exc
             self._index(info, path, calling_ae, time.time())
         return path

@@ -81,7 +81,8 @@ _ENABLE_TPM = (
 )
 _GROW_DISK = "Install the image on a larger disk, or grow the state partition."
 _FREE_DISK = (
-    "Export and remove old results and studies before the DICOM spool and model updates fail."
+    "Lower results_retention_days or studies_retention_days (appliance.toml; housekeeping "
+    "deletes older ones hourly) before the DICOM spool and model updates fail."
 )
 
 
