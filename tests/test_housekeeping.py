@@ -85,8 +85,9 @@ def test_results_go_after_their_retention_and_the_trail_says_how_many(
 
     report = _keeper(config, audit, results, None, 91).round()
     assert report.results == 3 and results.count() == 0
-    with pytest.raises(ResultNotFoundError, match="no result with request id 'r1'"):
+    with pytest.raises(ResultNotFoundError, match="no result with request id 'r1'") as gone:
         results.get("r1")
+    assert "kept results_retention_days" in (gone.value.hint or "")
     prunes = [r for r in audit.records() if r.event is AuditEvent.RESULTS_PRUNE]
     assert [p.detail for p in prunes] == [{"results": 3, "retention_days": 90}]
 

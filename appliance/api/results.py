@@ -188,7 +188,8 @@ class ResultStore:
         if row is None:
             raise ResultNotFoundError(
                 f"there is no result with request id '{request_id}'.",
-                "Use the request id returned with the answer (the X-Request-Id header).",
+                "Use the request id returned with the answer (the X-Request-Id header). Results "
+                "are kept results_retention_days (90 unless the box's settings say otherwise).",
             )
         return StoredResult(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5],
                             json.loads(row[6]))  # fmt: skip
