@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config import Config
+from appliance.setup.site import SiteIdentity, save_site
 from appliance.trust.swtpm import Swtpm
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
@@ -175,6 +177,12 @@ def test_audit_verify_and_export_through_the_cli(state: Path) -> None:
     assert "audit log intact" in out
     export = appliance(state, "audit", "export", "--format", "syslog").stdout
     assert export.startswith("<") and "<AuditMessage" in export
+    assert " appliance appliance " in export.splitlines()[0]  # HOSTNAME APP-NAME, before the wizard
+    save_site(Config(state_dir=state), SiteIdentity("Clinic A", "clinic-a-box1"))
+    export = appliance(state, "audit", "export", "--format", "syslog").stdout
+    assert all(
+        " clinic-a-box1 appliance " in line for line in export.splitlines()
+    ), "the audit export does not name the box as the wizard set it up"
     # An attacker edits one byte of a record: verify says which record and exits 1.
     log_file = sorted((state / "audit").glob("audit-*.log"))[0]
     data = bytearray(log_file.read_bytes())

@@ -22,6 +22,8 @@ from appliance.audit.group import GroupAuditor
 from appliance.errors import ApplianceError
 from appliance.inference.registry import ModelRegistry
 from appliance.runtime import Runtime
+from appliance.setup.network import static_address
+from appliance.setup.site import box_name
 from appliance.store.slots import ModelStore
 from appliance.trust import core
 from appliance.trust.keys import KeyName
@@ -67,7 +69,7 @@ def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
         identity=rt.identity,
         audit=GroupAuditor(rt.audit),
         metrics=Metrics(),
-        server_name=rt.config.box_id,
+        server_name=box_name(rt.config),
         server_version=__version__,
     )
 
@@ -147,7 +149,11 @@ class ApiServer:
 
 def serve(rt: Runtime, ov_core: Any, *, port: int | None = None, tls: bool = True) -> ApiServer:
     """Start the API for ``rt`` on its configured host and port (``port`` overrides)."""
-    site = ensure_site_certificate(rt.config.state_dir / "tls", rt.config.box_id) if tls else None
+    site = None
+    if tls:
+        address = static_address(rt.config.network_folder)
+        site = ensure_site_certificate(rt.config.state_dir / "tls", box_name(rt.config),
+                                       [address] if address is not None else [])  # fmt: skip
     server = ApiServer(build_services(rt, ov_core), rt.config.api_host,
                        rt.config.api_port if port is None else port, site)  # fmt: skip
     server.start()

@@ -17,6 +17,7 @@ from appliance.errors import ConfigError, SessionExpiredError
 from appliance.fsutil import atomic_write
 from appliance.identity.roles import Principal
 from appliance.runtime import Runtime
+from appliance.setup.site import box_name
 
 
 def _date(text: str | None) -> datetime | None:
@@ -62,7 +63,7 @@ def cmd_export(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> 
     if args.format == "json":
         count = export_json(records, text)
     else:
-        count = export_syslog(records, text, hostname=rt.config.box_id)
+        count = export_syslog(records, text, hostname=box_name(rt.config))
     if args.output == "-":
         sys.stdout.write(text.getvalue())
     else:

@@ -202,11 +202,12 @@ def export_audit(rt: Runtime, who: Principal, folder: Path) -> tuple[Path, int]:
     from appliance.audit.export import export_json
     from appliance.audit.records import AuditEvent, Outcome
     from appliance.fsutil import atomic_write
+    from appliance.setup.site import box_name
 
     text = io.StringIO()
     count = export_json(rt.audit.records(), text)
     date = datetime.now(UTC).date().isoformat()
-    path = folder / f"audit-{rt.config.box_id}-{date}.jsonl"
+    path = folder / f"audit-{box_name(rt.config)}-{date}.jsonl"
     atomic_write(path, text.getvalue().encode(), mode=0o640)
     rt.audit.append(
         AuditEvent.EXPORT, actor=who.username, role=who.role.value, outcome=Outcome.SUCCESS,

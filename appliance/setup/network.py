@@ -106,6 +106,22 @@ def render(settings: NetworkSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def static_address(folder: Path) -> IPAddress | None:
+    """The static address the wizard gave the box (None for DHCP or before the wizard)."""
+    try:
+        text = (folder / NETWORK_FILE).read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "Address":
+            try:
+                return ipaddress.ip_interface(value.strip()).ip
+            except ValueError:
+                return None
+    return None
+
+
 def write_network(folder: Path, settings: NetworkSettings) -> Path:
     """Write the file atomically into ``folder`` (created if needed); returns its path."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o755)

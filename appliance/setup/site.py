@@ -34,6 +34,14 @@ def save_site(config: Config, identity: SiteIdentity) -> None:
     atomic_write(config.provisioning_dir / "site.json", data, mode=0o644)
 
 
+def box_name(config: Config) -> str:
+    """The box's host name: the wizard's box id once saved, until then the configured one.
+
+    It names the box in audit exports, health reports and the API's site certificate."""
+    saved = load_site(config)
+    return saved.box_id if saved is not None else config.box_id
+
+
 def load_site(config: Config) -> SiteIdentity | None:
     try:
         return SiteIdentity(**json.loads((config.provisioning_dir / "site.json").read_bytes()))
