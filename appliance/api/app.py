@@ -61,10 +61,16 @@ def status_for(exc: ApplianceError) -> int:
     return 500
 
 
+def _text(value: str) -> str:
+    """``value`` as text UTF-8 can carry: a refusal may quote what the client sent, and JSON lets
+    a client send half a surrogate pair ("\\ud800"), which would fail the answer's encoding."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error(status: int, message: str, hint: str | None = None) -> JSONResponse:
-    body: dict[str, str] = {"error": message}
+    body: dict[str, str] = {"error": _text(message)}
     if hint:
-        body["hint"] = hint
+        body["hint"] = _text(hint)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None  # noqa: PLR2004
     return JSONResponse(body, status_code=status, headers=headers)
 

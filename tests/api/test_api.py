@@ -256,3 +256,17 @@ def test_an_inference_that_fails_after_its_access_was_audited_is_audited_as_fail
     assert access.detail["request_id"] == failure.detail["request_id"]
     assert "injected" in failure.detail["reason"]
     assert served.api.services.results.count() == 0
+
+
+def test_a_refusal_that_quotes_an_unpaired_surrogate_is_still_a_400(served: Served) -> None:
+    """JSON may escape half a surrogate pair ("\\ud800"), which no UTF-8 answer can carry: a
+    refusal that quotes such a value (NEWS2 echoes an unknown consciousness level) was a 500."""
+    vitals = {"respiration_rate": 16, "spo2": 97, "on_oxygen": False, "systolic_bp": 120,
+              "pulse": 70, "consciousness": "\ud800", "temperature": 37.0}  # fmt: skip
+    body = json.dumps({"observations": [vitals]}).encode()
+    with served.client() as http:
+        answer = http.post("/v1/tasks/risk-score/news2", content=body,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        assert answer.status_code == 400, answer.text
+        assert "consciousness '\\ud800'" in answer.json()["error"] and answer.json()["hint"]
+        assert http.get("/v2/health/live").status_code == 200
