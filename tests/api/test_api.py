@@ -270,3 +270,20 @@ def test_a_refusal_that_quotes_an_unpaired_surrogate_is_still_a_400(served: Serv
         assert answer.status_code == 400, answer.text
         assert "consciousness '\\ud800'" in answer.json()["error"] and answer.json()["hint"]
         assert http.get("/v2/health/live").status_code == 200
+
+
+def test_a_subject_id_that_is_not_a_short_string_is_refused(served: Served) -> None:
+    """The v2 route took any JSON as parameters.subject_id: an object or a list was audited as
+    the hash of its Python repr, a number as its digits, and half a surrogate pair was a 500.
+    Like the task routes, it takes a string of at most 128 characters."""
+    bad = [{"mrn": "1"}, ["MRN-1"], 40917733, True, "x" * 129, "\ud800"]
+    with served.client() as http:
+        for subject in bad:
+            body = json.dumps(v2_body(FEATURES, parameters={"subject_id": subject})).encode()
+            answer = http.post("/v2/models/risk-demo/infer", content=body,
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+            assert answer.status_code == 400, (subject, answer.text)
+            assert "subject_id" in answer.json()["error"] and answer.json()["hint"]
+        assert http.get("/v2/health/live").status_code == 200
+    assert not [r for r in served.rt.audit.records() if r.event is AuditEvent.INFERENCE]
+    assert served.api.services.results.count() == 0

@@ -40,6 +40,8 @@ from appliance.updates.manifest import TensorSpec
 router = APIRouter()
 HEADER_LENGTH = "Inference-Header-Content-Length"
 ROUTE = "v2-infer"
+SUBJECT_MAX = 128  # as the task routes' subject_id
+JSON_KINDS = {dict: "object", list: "array", int: "number", float: "number", bool: "boolean"}
 
 
 def _check(request: Request, entry: str) -> ApiServices:
@@ -157,18 +159,17 @@ def _compute(
     start = time.perf_counter()
     svc.metrics.in_flight.inc()
     request_id = new_request_id()
-    params = payload.get("parameters") or {}
-    subject = params.get("subject_id") if isinstance(params, dict) else None
     audited: Future[AuditRecord] | None = None
     started = False
     try:
+        subject = _subject(payload)
         arrays = decode_inputs(model.manifest, payload["inputs"], binary)
         wanted, as_binary, all_binary = requested_outputs(payload)
         check_outputs(wanted, model.output_names)
         # The request is valid: audit the access now, its fsyncs overlapping the inference
         # (the record is durable before the result row is written; see finish_record).
         audited = start_audit(svc, who, model, request_id=request_id, route=ROUTE,
-                              subject=str(subject) if subject else None)  # fmt: skip
+                              subject=subject or None)  # fmt: skip
         started = True
         outputs = model.infer(arrays)
         encoded, blobs = encode_outputs(outputs, wanted, as_binary, all_binary=all_binary)
@@ -197,6 +198,33 @@ def _compute(
     # The inputs' digest is the request body's SHA-256: no second serialisation of the tensors.
     return _Job(who, model, request_id, audited, hashlib.sha256(body).hexdigest(), response,
                 start, blobs, stored)  # fmt: skip
+
+
+def _subject(payload: dict[str, Any]) -> str | None:
+    """``parameters.subject_id``: what the audit hashes, so a string (as on the task routes)."""
+    params = payload.get("parameters")
+    subject = params.get("subject_id") if isinstance(params, dict) else None
+    if subject is None:
+        return None
+    if isinstance(subject, str) and len(subject) <= SUBJECT_MAX and _is_unicode(subject):
+        return subject
+    # The value is not quoted back: it may be PHI.
+    if isinstance(subject, str):
+        what = f"{len(subject)} characters" if _is_unicode(subject) else "not valid Unicode"
+    else:
+        what = f"a JSON {JSON_KINDS.get(type(subject), type(subject).__name__)}"
+    raise InputError(
+        f"parameters.subject_id is {what}; it must be text of at most {SUBJECT_MAX} characters.",
+        'Send the patient or encounter id as a string: "parameters": {"subject_id": "..."}.',
+    )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # half a surrogate pair, which JSON can escape
+        return False
+    return True
 
 
 def _parse(body: bytes) -> dict[str, Any]:
