@@ -160,10 +160,12 @@ def test_risk_score_task(served: Served) -> None:
         (json.dumps({"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32",
                                  "data": ["a"] * 8}]}).encode(), 400, "not a list of FP32"),
         (b"x" * (65 << 20), 413, "at most"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested"),
     ],
     # Short ids: pytest puts the test id in PYTEST_CURRENT_TEST, and a 65 MB one makes the
     # environment too big to start swtpm.
-    ids=["not-json", "no-inputs", "shape", "datatype", "count", "name", "values", "oversized"],
+    ids=["not-json", "no-inputs", "shape", "datatype", "count", "name", "values", "oversized",
+         "deep"],
 )  # fmt: skip
 def test_bad_input_gets_a_4xx_that_says_what_was_wrong(
     served: Served, body: bytes, status: int, message: str

@@ -234,6 +234,11 @@ def _parse(body: bytes) -> dict[str, Any]:
         raise InputError(
             f"the body is not JSON: {exc}.", "Send a KServe v2 inference request."
         ) from exc
+    except RecursionError:  # the parser recurses per level: [[[[...]]]] exhausts the stack
+        raise InputError(
+            "the body's JSON is nested too deeply to read.",
+            "Send a KServe v2 inference request: tensor data flat or nested to its shape.",
+        ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InputError(
             "the body has no 'inputs' list.",
