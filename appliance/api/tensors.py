@@ -51,13 +51,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     """
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.strip().isdigit() or int(header_length) > len(body):
+    digits = header_length.strip()
+    # ASCII digits only (str.isdigit passes "²", which int() refuses), and no longer than the
+    # body's own length (int() refuses more than 4300 digits).
+    if (
+        not (digits.isascii() and digits.isdigit())
+        or len(digits) > len(str(len(body)))
+        or int(digits) > len(body)
+    ):
         raise InputError(
-            f"Inference-Header-Content-Length is {header_length!r}; the body has {len(body)} "
+            f"Inference-Header-Content-Length is {header_length[:40]!r}; the body has {len(body)} "
             "bytes.",
             "Give the length of the JSON header in bytes (binary tensor data extension).",
         )
-    length = int(header_length)
+    length = int(digits)
     return body[:length], memoryview(body)[length:]
 
 

@@ -77,10 +77,10 @@ def test_a_stock_client_with_its_defaults_uses_binary_tensors(served: Served) ->
     np.testing.assert_array_equal(kept, risk)
 
 
-def _binary_request(header: dict[str, object], blob: bytes, length: str | None = None
-                    ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+def _binary_request(header: dict[str, object], blob: bytes, length: str | bytes | None = None
+                    ) -> tuple[bytes, dict[str, str | bytes]]:  # fmt: skip
     head = json.dumps(header).encode()
-    hdrs = {"Inference-Header-Content-Length": length or str(len(head)),
+    hdrs: dict[str, str | bytes] = {"Inference-Header-Content-Length": length or str(len(head)),
             "Content-Type": "application/octet-stream"}  # fmt: skip
     return head + blob, hdrs
 
@@ -95,6 +95,12 @@ BAD_BINARY = {
     "header longer than the body": (_binary_input(len(BLOB)), BLOB, "999999",
                                     "Inference-Header-Content-Length"),
     "header length not a number": (_binary_input(len(BLOB)), BLOB, "ten", "Inference-Header"),
+    # int() refuses a string of more than 4300 digits, and str.isdigit() passes a superscript
+    # two (a Latin-1 header byte) that int() refuses: both were a 500.
+    "header length of 5000 digits": (_binary_input(len(BLOB)), BLOB, "9" * 5000,
+                                     "Inference-Header-Content-Length"),
+    "header length a superscript": (_binary_input(len(BLOB)), BLOB, b"\xb2",
+                                    "Inference-Header-Content-Length"),
     "fewer bytes than claimed": (_binary_input(len(BLOB)), BLOB[:-4], None, "only"),
     "bytes no input claims": (_binary_input(len(BLOB)), BLOB + b"1234", None, "no input claims"),
     "size does not fit the shape": (_binary_input(len(BLOB) - 4), BLOB[:-4], None, "needs"),
