@@ -39,13 +39,25 @@ from appliance.inference.registry import ModelNotFoundError
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 64 << 20
 
+
+class BodyTooLargeError(InputError):
+    """A body without a Content-Length grew past the limit while it was read (answered 413)."""
+
+
 STATUS: list[tuple[type[ApplianceError], int]] = [
     (SessionExpiredError, 401), (AuthenticationError, 401), (AccountLockedError, 401),
     (PermissionDeniedError, 403), (ModelNotFoundError, 404), (ResultNotFoundError, 404),
+    (BodyTooLargeError, 413),
     (UnsupportedMediaError, 415), (InputError, 400), (InferenceError, 400),
     (UnusableSliceError, 400), (AnalysisError, 400), (ModelOutputError, 503),
     (NoModelForTaskError, 503), (StorageError, 503),
 ]  # fmt: skip
+
+# Why FastAPI could not read a JSON body (the cause of its 400), in words.
+UNREADABLE: Mapping[type[BaseException], str] = {
+    UnicodeDecodeError: "it is not UTF-8 text",
+    RecursionError: "it is nested too deeply",
+}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,7 +109,10 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise InputError(f"the body is over {self.limit} bytes.", "Send smaller requests.")
+                raise BodyTooLargeError(
+                    f"the body is over {self.limit} bytes; the API takes at most that.",
+                    "Send smaller requests.",
+                )
             return message
 
         await self.app(scope, counted, send)
@@ -157,6 +172,15 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI's own refusals (a body that is not JSON, an unknown route, a wrong method).
+        # FastAPI answers any failure to read a JSON body "There was an error parsing the body",
+        # with what failed as the cause: say what it was.
+        cause = exc.__cause__
+        if isinstance(cause, ApplianceError):  # the body limit, hit while the body was read
+            return await appliance_error(request, cause)
+        if cause is not None and exc.status_code == 400:  # noqa: PLR2004
+            why = UNREADABLE.get(type(cause), type(cause).__name__)
+            return _error(400, f"the body cannot be read as JSON: {why}.",
+                          "Send a JSON object, UTF-8 encoded (see /openapi.json).")  # fmt: skip
         return _error(exc.status_code, f"{exc.detail}.", "See /openapi.json for the API.")
 
     @app.exception_handler(RequestValidationError)

@@ -8,6 +8,7 @@ import json
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -295,3 +296,40 @@ def test_a_subject_id_that_is_not_a_short_string_is_refused(served: Served) -> N
         assert http.get("/v2/health/live").status_code == 200
     assert not [r for r in served.rt.audit.records() if r.event is AuditEvent.INFERENCE]
     assert served.api.services.results.count() == 0
+
+
+def _chunked(size: int) -> Iterator[bytes]:
+    """``size`` bytes sent without a Content-Length (chunked transfer encoding)."""
+    for _ in range(size >> 20):
+        yield b" " * (1 << 20)
+
+
+TASK_ROUTES = ["/v1/tasks/risk-score", "/v1/tasks/notes", "/v1/tasks/risk-score/news2"]
+
+
+def test_an_oversized_chunked_body_is_a_413_on_every_route(served: Served) -> None:
+    """Without a Content-Length the limit is found while the body is read: the JSON task routes
+    answered "There was an error parsing the body" (FastAPI's wrapper of the limit's error), the
+    v2 and study routes a 400; the client could not tell that the body was too large."""
+    with served.client() as http:
+        for path in ["/v2/models/risk-demo/infer", "/v1/tasks/studies", *TASK_ROUTES]:
+            answer = http.post(path, content=_chunked(65 << 20),
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+            assert answer.status_code == 413, (path, answer.text)
+            assert "at most" in answer.json()["error"] and answer.json()["hint"], answer.text
+        assert http.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [(b'{"text": "caf\xe9"}', "UTF-8"), (b"[" * 100_000 + b"]" * 100_000, "nested")],
+    ids=["latin-1", "deep"],
+)
+def test_a_task_body_that_cannot_be_read_is_a_400_saying_why(
+    served: Served, body: bytes, words: str
+) -> None:
+    with served.client() as http:
+        for path in TASK_ROUTES:
+            answer = http.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 400, (path, answer.text)
+            assert words in answer.json()["error"], (path, answer.text)
