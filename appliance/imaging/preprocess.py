@@ -40,7 +40,7 @@ def slice_to_input(ds: Dataset) -> FloatArray:
 
     Raises UnusableSliceError, saying what is wrong and what to do, for an object without pixel
     data, of another modality, in colour, multi-frame, 1-bit (a segmentation), smaller than
-    MIN_SIDE, blank, or whose pixel data cannot be decoded here.
+    MIN_SIDE, blank, whose pixel data cannot be decoded here or whose rescale is damaged.
     """
     what = _describe(ds)
     _check_attributes(ds, what)
@@ -48,7 +48,14 @@ def slice_to_input(ds: Dataset) -> FloatArray:
     # Imported here: pydicom.pixels pulls in its decoder plugins, needed only for real slices.
     from pydicom.pixels.processing import apply_rescale
 
-    values = np.asarray(apply_rescale(pixels, ds), dtype=np.float64)
+    try:
+        values = np.asarray(apply_rescale(pixels, ds), dtype=np.float64)
+    except Exception as exc:  # pydicom raises what its value converters raise (a DS of "x")
+        raise UnusableSliceError(
+            f"{what}: its rescale (Rescale Slope and Intercept, or Modality LUT) cannot be "
+            f"applied: {type(exc).__name__}.",
+            "Check the sending modality's export: the rescale attributes are damaged.",
+        ) from exc
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     try:
         return pixels_to_input(values, invert=invert)

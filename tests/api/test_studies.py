@@ -117,6 +117,14 @@ def _bad_bodies() -> dict[str, tuple[bytes, str, int, str]]:
     short_pixels = sample("CT_small.dcm")
     short_pixels.PixelData = short_pixels.PixelData[:1000]
     structured_report = part10(sample("test-SR.dcm"))
+    # Values pydicom reads with a warning and apply_rescale then fails on (each was a 500).
+    bad_slope = sample("CT_small.dcm")
+    bad_slope.RescaleSlope = "98765"
+    slope_x = part10(bad_slope).replace(b"98765 ", b"x     ")
+    no_lut_descriptor = sample("CT_small.dcm")
+    del no_lut_descriptor.RescaleSlope, no_lut_descriptor.RescaleIntercept
+    no_lut_descriptor.ModalityLUTSequence = [Dataset()]
+    no_lut_descriptor.ModalityLUTSequence[0].ModalityLUTType = "HU"
     dicom = "application/dicom"
     return {
         "json": (b'{"study_instance_uid": "1.2.3"}', "application/json", 415, "DICOM instances"),
@@ -131,6 +139,8 @@ def _bad_bodies() -> dict[str, tuple[bytes, str, int, str]]:
         "no pixel data": (part10(no_pixels), dicom, 400, "no pixel data"),
         "short pixel data": (part10(short_pixels), dicom, 400, "pixel data 1000 bytes"),
         "not an image class": (structured_report, dicom, 400, "SOP class not accepted"),
+        "rescale slope not a number": (slope_x, dicom, 400, "rescale"),
+        "modality LUT without descriptor": (part10(no_lut_descriptor), dicom, 400, "rescale"),
     }
 
 
