@@ -137,7 +137,10 @@ def _checked(spec: TensorSpec, item: Mapping[str, Any]) -> tuple[str, list[int],
     _check_shape(name, shape, list(spec.shape))
     count = math.prod(shape)
     if count > MAX_ELEMENTS:
-        raise InputError(f"input '{name}' has {count} elements; at most {MAX_ELEMENTS}.")
+        raise InputError(
+            f"input '{name}' has {count} elements; at most {MAX_ELEMENTS}.",
+            "Split the batch into smaller requests; send whole studies to /v1/tasks/studies.",
+        )
     return want, shape, count
 
 

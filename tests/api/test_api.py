@@ -168,11 +168,14 @@ def test_risk_score_task(served: Served) -> None:
                                  "data": ["a"] * 8}]}).encode(), 400, "not a list of FP32"),
         (b"x" * (65 << 20), 413, "at most"),
         (b"[" * 100_000 + b"]" * 100_000, 400, "nested"),
+        (json.dumps({"inputs": [{"name": "features", "shape": [1 << 40, 8], "datatype": "FP32",
+                                 "data": []}]}).encode(), 400, "elements; at most"),
+        (json.dumps(v2_body(FEATURES, outputs="risk")).encode(), 400, "'outputs' must be"),
     ],
     # Short ids: pytest puts the test id in PYTEST_CURRENT_TEST, and a 65 MB one makes the
     # environment too big to start swtpm.
     ids=["not-json", "no-inputs", "shape", "datatype", "count", "name", "values", "oversized",
-         "deep"],
+         "deep", "huge-shape", "outputs"],
 )  # fmt: skip
 def test_bad_input_gets_a_4xx_that_says_what_was_wrong(
     served: Served, body: bytes, status: int, message: str
@@ -182,6 +185,7 @@ def test_bad_input_gets_a_4xx_that_says_what_was_wrong(
                            headers={"Content-Type": "application/json"})  # fmt: skip
         assert answer.status_code == status, answer.text
         assert message in answer.json()["error"]
+        assert answer.json()["hint"]  # and what to do
         assert http.get("/v2/health/live").status_code == 200  # still up
 
 

@@ -45,7 +45,7 @@ def _check(served: Served, path: str, body: bytes) -> None:
         answer = http.post(path, content=body, headers={"Content-Type": "application/json"})
         assert answer.status_code < 500, (path, body[:300], answer.text)
         if answer.status_code >= 400:
-            assert answer.json()["error"]
+            assert answer.json()["error"] and answer.json()["hint"]
 
 
 @FUZZ

@@ -252,5 +252,8 @@ def _parse(body: bytes) -> dict[str, Any]:
     if outputs is not None and not (
         isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs)
     ):
-        raise InputError("'outputs' must be a list of objects with a 'name'.")
+        raise InputError(
+            "'outputs' must be a list of objects with a 'name'.",
+            'Send "outputs": [{"name": "..."}], or leave it out for every output.',
+        )
     return payload
