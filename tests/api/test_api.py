@@ -337,3 +337,14 @@ def test_a_task_body_that_cannot_be_read_is_a_400_saying_why(
             answer = http.post(path, content=body, headers={"Content-Type": "application/json"})
             assert answer.status_code == 400, (path, answer.text)
             assert words in answer.json()["error"], (path, answer.text)
+
+
+def test_a_task_naming_a_model_that_is_not_served_is_a_404(served: Served) -> None:
+    """A typo in 'model' is the client's error: it was a 503 (service unavailable), which
+    monitoring counts as the box failing and clients retry."""
+    with served.client(Role.CLINICIAN) as http:
+        for name in ["no-such-model", "notes-phi"]:
+            answer = http.post("/v1/tasks/risk-score",
+                               json={"features": FEATURES.tolist(), "model": name})  # fmt: skip
+            assert answer.status_code == 404, answer.text
+            assert name in answer.json()["error"] and "risk-demo" in answer.json()["hint"]

@@ -204,3 +204,12 @@ def test_damaged_dicom_never_gets_a_500(studied: Served, data: st.DataObject) ->
     assert answer.status_code in (200, 400, 415), answer.text
     if answer.status_code != 200:
         assert answer.json()["error"] and answer.json()["hint"]
+
+
+def test_a_study_for_a_model_that_is_not_served_is_a_404(studied: Served) -> None:
+    """A typo in ?model= is the client's error, not the box's: it was a 503."""
+    with studied.client(Role.SERVICE) as http:
+        answer = http.post(f"{PATH}?model=no-such-model", content=part10(sample("CT_small.dcm")),
+                           headers=DICOM)  # fmt: skip
+    assert answer.status_code == 404, answer.text
+    assert "no-such-model" in answer.json()["error"] and answer.json()["hint"]

@@ -26,7 +26,7 @@ from appliance.dicom.analysis import ModelAnalyser
 from appliance.errors import ApplianceError
 from appliance.identity.roles import Principal
 from appliance.imaging.postprocess import peak
-from appliance.inference.registry import ServedModel
+from appliance.inference.registry import ModelNotFoundError, ServedModel
 from appliance.notes import service as notes_service
 from appliance.notes.pipeline import NoteTooLongError
 from appliance.updates.manifest import Task
@@ -60,11 +60,22 @@ class TaskResult(BaseModel):
 
 
 def _model_for(svc: ApiServices, task: Task, name: str | None = None) -> ServedModel:
-    for model in svc.registry.all():
-        if model.manifest.task is task and name in (None, model.manifest.name):
+    """The served model for ``task`` (the one named ``name``, if given).
+
+    Raises ModelNotFoundError (404) when ``name`` names none of them: the client's mistake;
+    NoModelForTaskError (503) when no model for the task is installed: the box's state."""
+    able = [m for m in svc.registry.all() if m.manifest.task is task]
+    for model in able:
+        if name in (None, model.manifest.name):
             return model
+    if name and able:
+        served = ", ".join(m.manifest.name for m in able)
+        raise ModelNotFoundError(
+            f"no model named {name!r} performs the task '{task}' here.",
+            f"Name one that does ({served}), or leave 'model' out.",
+        )
     raise NoModelForTaskError(
-        f"no installed model{f' named {name!r}' if name else ''} performs the task '{task}'.",
+        f"no installed model performs the task '{task}'.",
         "Install the vendor's bundle for it (`appliance update install`).",
     )
 
