@@ -348,3 +348,15 @@ def test_a_task_naming_a_model_that_is_not_served_is_a_404(served: Served) -> No
                                json={"features": FEATURES.tolist(), "model": name})  # fmt: skip
             assert answer.status_code == 404, answer.text
             assert name in answer.json()["error"] and "risk-demo" in answer.json()["hint"]
+
+
+def test_risk_features_that_are_not_numbers_are_refused(served: Served) -> None:
+    """Strings and booleans were turned into numbers ("0.5" -> 0.5, true -> 1.0) and scored,
+    so a client that quotes its numbers or sends flags got a score for inputs it never meant;
+    NEWS2 already refuses '72' as a pulse."""
+    with served.client(Role.CLINICIAN) as http:
+        for value in ["0.5", True]:
+            answer = http.post("/v1/tasks/risk-score", json={"features": [[value] * 8]})
+            assert answer.status_code == 400, (value, answer.text)
+            assert "features.0.0" in answer.json()["error"], answer.text
+    assert served.api.services.results.count() == 0

@@ -5,7 +5,7 @@ analyser the DICOM receiver's worker runs), the study body's checks in appliance
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
@@ -44,7 +44,10 @@ class Strict(BaseModel):
 
 class RiskScoreRequest(Strict):
     subject_id: str | None = Field(None, max_length=128, description="patient or encounter id")
-    features: list[list[float]] = Field(..., min_length=1, max_length=10_000)
+    # Strict: "0.5" and true are no feature values (as NEWS2's '72' is no pulse).
+    features: list[list[Annotated[float, Field(strict=True)]]] = Field(
+        ..., min_length=1, max_length=10_000
+    )
     model: str | None = Field(None, max_length=64, description="which risk model, if several")
 
 
