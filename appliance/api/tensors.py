@@ -30,6 +30,11 @@ MANIFEST_TO_V2: Mapping[str, str] = {
     "u64": "UINT64", "u32": "UINT32", "u16": "UINT16", "u8": "UINT8", "boolean": "BOOL",
     "bf16": "FP32",
 }  # fmt: skip
+# The numpy kinds of JSON data each tensor kind accepts, and what the others are in words.
+_KINDS: Mapping[str, str] = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+_JSON_KIND: Mapping[str, str] = {
+    "b": "booleans", "f": "numbers with a fraction", "U": "strings", "O": "mixed values",
+}  # fmt: skip
 NUMPY_TO_V2: Mapping[str, str] = {np.dtype(t).str: n for n, t in V2_TO_NUMPY.items()}
 
 
@@ -148,11 +153,12 @@ def _decode(spec: TensorSpec, item: Mapping[str, Any]) -> Array:
     want, shape, count = _checked(spec, item)
     name = spec.name
     try:
-        array = np.asarray(item.get("data"), dtype=V2_TO_NUMPY[want])
+        array = _from_json(item.get("data"), np.dtype(V2_TO_NUMPY[want]))
     except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(
             f"input '{name}' data is not a list of {want} values ({exc}).",
-            "Send numbers, flat in row-major order or nested to the shape.",
+            "Send JSON numbers (not strings; booleans only for BOOL), flat in row-major order "
+            "or nested to the shape.",
         ) from exc
     if array.size != count:
         raise InputError(
@@ -160,6 +166,20 @@ def _decode(spec: TensorSpec, item: Mapping[str, Any]) -> Array:
             "Make the data match the shape.",
         )
     return _finite(name, array).reshape(shape)
+
+
+def _from_json(data: Any, target: np.dtype[Any]) -> Array:
+    """JSON tensor data as ``target``; raises TypeError, ValueError or OverflowError, saying why.
+
+    JSON's own kinds must fit: numpy would read "1.5" and true as numbers, and 1.5 as 1."""
+    given = np.asarray(data)
+    if given.size and given.dtype.kind not in _KINDS[target.kind]:
+        raise TypeError(f"it holds {_JSON_KIND.get(given.dtype.kind, 'other values')}")
+    if target.kind in "iu" and given.size and given.dtype != target:
+        info = np.iinfo(target)
+        if given.min() < info.min or given.max() > info.max:
+            raise OverflowError(f"a value is outside {info.min}..{info.max}")
+    return given.astype(target)
 
 
 def _decode_binary(spec: TensorSpec, item: Mapping[str, Any], raw: memoryview) -> Array:

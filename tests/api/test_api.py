@@ -166,6 +166,10 @@ def test_risk_score_task(served: Served) -> None:
                                  "data": [1.0] * 8}]}).encode(), 400, "takes ['features']"),
         (json.dumps({"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32",
                                  "data": ["a"] * 8}]}).encode(), 400, "not a list of FP32"),
+        (json.dumps({"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32",
+                                 "data": ["1.5"] * 8}]}).encode(), 400, "it holds strings"),
+        (json.dumps({"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32",
+                                 "data": [True] * 8}]}).encode(), 400, "it holds booleans"),
         (b"x" * (65 << 20), 413, "at most"),
         (b"[" * 100_000 + b"]" * 100_000, 400, "nested"),
         (json.dumps({"inputs": [{"name": "features", "shape": [1 << 40, 8], "datatype": "FP32",
@@ -174,7 +178,8 @@ def test_risk_score_task(served: Served) -> None:
     ],
     # Short ids: pytest puts the test id in PYTEST_CURRENT_TEST, and a 65 MB one makes the
     # environment too big to start swtpm.
-    ids=["not-json", "no-inputs", "shape", "datatype", "count", "name", "values", "oversized",
+    ids=["not-json", "no-inputs", "shape", "datatype", "count", "name", "values", "quoted",
+         "booleans", "oversized",
          "deep", "huge-shape", "outputs"],
 )  # fmt: skip
 def test_bad_input_gets_a_4xx_that_says_what_was_wrong(
