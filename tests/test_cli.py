@@ -205,3 +205,18 @@ def test_permission_denied_through_the_cli_is_audited(state: Path) -> None:
     appliance(state, "login", "--user", "alice", "--password-file", str(pw))
     shown = appliance(state, "audit", "show").stdout
     assert "permission-denied" in shown and "carol" in shown
+
+
+@pytest.mark.parametrize("name", ["missing", "folder", "binary"])
+def test_an_unreadable_password_file_is_named_not_a_traceback(state: Path, name: str) -> None:
+    state.mkdir()
+    files = {"missing": state / "nope", "folder": state, "binary": state / "pw.bin"}
+    files["binary"].write_bytes(b"\xff\xfe\x00\x81")
+    proc = appliance(
+        state, "users", "bootstrap-admin", "alice", "--password-file", str(files[name]),
+        check=False,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert f"cannot read the password from {files[name]}" in proc.stderr
+    assert "what to do:" in proc.stderr

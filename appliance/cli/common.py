@@ -36,10 +36,20 @@ def command(
     return parser
 
 
-def read_secret(prompt: str, file: str | None = None) -> str:
-    """A secret from ``file``, the terminal (not echoed) or one line of standard input."""
+def read_secret(prompt: str, file: str | None = None, what: str = "password") -> str:
+    """A secret from ``file``, the terminal (not echoed) or one line of standard input.
+
+    Raises ConfigError when ``file`` cannot be read as text.
+    """
     if file:
-        return Path(file).read_text().strip()
+        try:
+            return Path(file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it is not text"
+            raise ConfigError(
+                f"cannot read the {what} from {file}: {why}.",
+                f"Name a readable text file that holds the {what}.",
+            ) from exc
     if sys.stdin.isatty():
         return getpass.getpass(prompt)
     return sys.stdin.readline().rstrip("\n")
