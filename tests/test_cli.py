@@ -220,3 +220,22 @@ def test_an_unreadable_password_file_is_named_not_a_traceback(state: Path, name:
     assert proc.returncode == 2
     assert f"cannot read the password from {files[name]}" in proc.stderr
     assert "what to do:" in proc.stderr
+
+
+def test_no_terminal_and_no_input_is_refused_before_any_login_attempt(state: Path) -> None:
+    state.mkdir()
+    # Standard input empty (a script without the password piped in).
+    proc = appliance(state, "users", "bootstrap-admin", "alice", stdin="", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no password to read: standard input is not a terminal and is empty" in proc.stderr
+    assert "--password-file" in proc.stderr
+    # Standard input closed altogether (a service without StandardInput=).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_CONFIG="/nonexistent", HOME=str(state / "home"))
+    closed = subprocess.run(
+        [*APPLIANCE, "--state-dir", str(state), "trust", "recover"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120,
+        preexec_fn=lambda: os.close(0), check=False,
+    )  # fmt: skip
+    assert closed.returncode == 2 and "Traceback" not in closed.stderr
+    assert "no recovery code to read" in closed.stderr and "--code-file" in closed.stderr

@@ -36,10 +36,13 @@ def command(
     return parser
 
 
-def read_secret(prompt: str, file: str | None = None, what: str = "password") -> str:
+def read_secret(
+    prompt: str, file: str | None = None, what: str = "password", option: str = "--password-file"
+) -> str:
     """A secret from ``file``, the terminal (not echoed) or one line of standard input.
 
-    Raises ConfigError when ``file`` cannot be read as text.
+    Raises ConfigError when ``file`` cannot be read as text, or when there is no terminal and
+    standard input is empty or closed.
     """
     if file:
         try:
@@ -50,9 +53,17 @@ def read_secret(prompt: str, file: str | None = None, what: str = "password") ->
                 f"cannot read the {what} from {file}: {why}.",
                 f"Name a readable text file that holds the {what}.",
             ) from exc
-    if sys.stdin.isatty():
+    if sys.stdin is not None and sys.stdin.isatty():
         return getpass.getpass(prompt)
-    return sys.stdin.readline().rstrip("\n")
+    # Without a terminal, an empty or closed standard input would pass "" on as the secret
+    # (a failed login that counts towards the lockout): say what is missing instead.
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        raise ConfigError(
+            f"no {what} to read: standard input is not a terminal and is empty.",
+            f"Run the command on a terminal, pipe the {what} in, or name a file with {option}.",
+        )
+    return line.rstrip("\n")
 
 
 def pcr_assignments(items: Sequence[str], what: str) -> dict[int, bytes]:

@@ -59,7 +59,7 @@ def cmd_enroll(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> 
 
 
 def cmd_recover(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
-    code = read_secret("recovery code: ", args.code_file, "recovery code")
+    code = read_secret("recovery code: ", args.code_file, "recovery code", "--code-file")
     predicted = pcr_assignments(args.value, "value")
     with open_tpm(rt.tcti) as tpm:
         core.key_store(rt.config).recover(tpm, code, predicted)
