@@ -239,3 +239,16 @@ def test_no_terminal_and_no_input_is_refused_before_any_login_attempt(state: Pat
     )  # fmt: skip
     assert closed.returncode == 2 and "Traceback" not in closed.stderr
     assert "no recovery code to read" in closed.stderr and "--code-file" in closed.stderr
+
+
+@pytest.mark.parametrize("command", [["trust", "status"], ["login", "--user", "alice"], ["run"]])
+def test_a_state_dir_that_is_not_a_folder_is_named(state: Path, command: list[str]) -> None:
+    state.mkdir()
+    not_a_folder = state / "a-file"
+    not_a_folder.write_text("")
+    for bad in (not_a_folder, not_a_folder / "below"):
+        proc = appliance(state, "--state-dir", str(bad), *command, check=False)
+        assert "Traceback" not in proc.stderr
+        assert proc.returncode == 1
+        assert f"cannot use {bad} as the state folder" in proc.stderr
+        assert "--state-dir" in proc.stderr.split("what to do:")[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.cli import audit_cmds, dicom_cmds, health_cmds, trust_cmds, update_cmds, users_cmds
-from appliance.cli.common import Handler, load_session
+from appliance.cli.common import Handler, ensure_state_dir, load_session
 from appliance.config import Config, load_config
 from appliance.errors import ApplianceError, PermissionDeniedError, SessionExpiredError
 from appliance.identity.roles import ENTRY_POINTS, Principal, may
@@ -150,6 +150,7 @@ def authorise(args: argparse.Namespace, rt: Runtime) -> Principal | None:
 
 
 def dispatch(args: argparse.Namespace, config: Config) -> int:
+    ensure_state_dir(config)
     if args.entry == "run":  # the supervisor owns its TPM endpoint and services itself
         from appliance import supervisor
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, StorageError
 from appliance.fsutil import atomic_write
 from appliance.identity.roles import Principal
 from appliance.runtime import Runtime
@@ -21,6 +21,10 @@ from appliance.trust.policy import DIGEST_SIZE
 # few public entry points), and returns the exit code.
 Handler = Callable[[argparse.Namespace, Runtime, Principal | None], int]
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
+_STATE_DIR_HINT = (
+    "Name a folder this user may create or write with --state-dir (or APPLIANCE_STATE_DIR, "
+    "or state_dir in the settings file)."
+)
 
 
 def command(
@@ -34,6 +38,21 @@ def command(
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
     parser.set_defaults(func=func, entry=entry)
     return parser
+
+
+def ensure_state_dir(config: Config) -> None:
+    """Create the state folder if it is missing; raise StorageError when it cannot be one."""
+    path = config.state_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # exist_ok covers folders only
+        raise StorageError(
+            f"cannot use {path} as the state folder: it is a file.", _STATE_DIR_HINT
+        ) from exc
+    except OSError as exc:
+        raise StorageError(
+            f"cannot use {path} as the state folder: {exc.strerror}.", _STATE_DIR_HINT
+        ) from exc
 
 
 def read_secret(
