@@ -160,6 +160,15 @@ def _positive(name: str, value: Any) -> int:
     return number
 
 
+def _path(name: str, value: Any) -> Path:
+    # Path("") is the current folder: an empty setting would scatter state wherever one stands.
+    if not str(value).strip():
+        raise ConfigError(
+            f"{name} is empty.", f"Give {name} a folder or file path, or leave it out."
+        )
+    return Path(value).expanduser().absolute()
+
+
 def _pcrs(name: str, value: Any) -> tuple[int, ...]:
     items = value.split(",") if isinstance(value, str) else value
     try:
@@ -198,7 +207,7 @@ def _bool(name: str, value: Any) -> bool:
 
 
 _COERCE: dict[str, Callable[[str, Any], Any]] = {
-    "state_dir": lambda _, v: Path(v).expanduser().absolute(),
+    "state_dir": _path,
     "pcrs": _pcrs,
     "api_port": _port,
     "dicom_port": _port,
@@ -206,8 +215,8 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _log_level,
     "box_id": _box_id,
     "dicom_in_run": _bool,
-    "network_dir": lambda _, v: Path(v).expanduser().absolute(),
-    "luks_recovery_file": lambda _, v: Path(v).expanduser().absolute(),
+    "network_dir": _path,
+    "luks_recovery_file": _path,
 }
 
 

@@ -252,3 +252,17 @@ def test_a_state_dir_that_is_not_a_folder_is_named(state: Path, command: list[st
         assert proc.returncode == 1
         assert f"cannot use {bad} as the state folder" in proc.stderr
         assert "--state-dir" in proc.stderr.split("what to do:")[1]
+
+
+def test_an_empty_state_dir_is_refused_not_the_current_folder(state: Path) -> None:
+    state.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_CONFIG="/nonexistent", HOME=str(state / "home"))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)  # this checkout, from cwd
+    proc = subprocess.run(
+        [*APPLIANCE, "--state-dir", "", "trust", "status"],
+        cwd=state, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "state_dir is empty" in proc.stderr and "what to do:" in proc.stderr
+    assert list(state.iterdir()) == [], "the box's state went into the current folder"
