@@ -261,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"appliance-vendor: what to do: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        print("\nappliance-vendor: error: interrupted (Ctrl-C) before the command finished.",
+              file=sys.stderr)  # fmt: skip
+        print("appliance-vendor: what to do: Run it again; a bundle is written under a "
+              "temporary name, so no half-written bundle is left (its number may be skipped).",
+              file=sys.stderr)  # fmt: skip
         return 130
     return code
 

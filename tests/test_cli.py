@@ -266,3 +266,38 @@ def test_an_empty_state_dir_is_refused_not_the_current_folder(state: Path) -> No
     assert proc.returncode == 2
     assert "state_dir is empty" in proc.stderr and "what to do:" in proc.stderr
     assert list(state.iterdir()) == [], "the box's state went into the current folder"
+
+
+def _wait_for_reader(fifo: Path) -> int:
+    """Open ``fifo`` for writing once a process has it open for reading (it then blocks)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            time.sleep(0.05)
+    pytest.fail(f"nothing opened {fifo}")
+
+
+def test_ctrl_c_says_the_command_did_not_finish(state: Path) -> None:
+    state.mkdir()
+    fifo = state / "pw"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_CONFIG="/nonexistent", HOME=str(state / "home"))
+    proc = subprocess.Popen(
+        [*APPLIANCE, "--state-dir", str(state), "login", "--user", "alice",
+         "--password-file", str(fifo)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+    )  # fmt: skip
+    writer = _wait_for_reader(fifo)  # the command waits for its password: the technician quits
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "interrupted (Ctrl-C) before the command finished" in err
+    assert "what to do:" in err
+    assert not Swtpm(state / "swtpm").accepts(), "the interrupted command left its swtpm running"

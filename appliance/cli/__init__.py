@@ -189,4 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"appliance: what to do: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        # Ctrl-C: say so, or the technician is left at a prompt wondering what happened.
+        print("\nappliance: error: interrupted (Ctrl-C) before the command finished.",
+              file=sys.stderr)  # fmt: skip
+        print("appliance: what to do: Run it again; an interrupted update is undone first "
+              "(`appliance update status` shows it).", file=sys.stderr)  # fmt: skip
         return 130

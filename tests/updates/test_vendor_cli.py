@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +185,28 @@ def test_python_m_provisioning_shows_help() -> None:
     )
     assert proc.returncode == 0
     assert "--targets-key KEY" in proc.stdout and "--not-before" in proc.stdout
+
+
+def test_ctrl_c_says_the_command_did_not_finish(tmp_path: Path) -> None:
+    fifo = tmp_path / "health.json"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioning", "report", "verify", str(fifo), "--ak", "00"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:  # the FIFO opens for writing once the command reads it, and it then waits
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the command never opened the report"
+            time.sleep(0.05)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "appliance-vendor: error: interrupted (Ctrl-C) before the command finished" in err
+    assert "what to do:" in err
