@@ -301,3 +301,19 @@ def test_ctrl_c_says_the_command_did_not_finish(state: Path) -> None:
     assert "interrupted (Ctrl-C) before the command finished" in err
     assert "what to do:" in err
     assert not Swtpm(state / "swtpm").accepts(), "the interrupted command left its swtpm running"
+
+
+def test_the_console_without_a_terminal_is_refused_not_drawn_into_a_pipe(state: Path) -> None:
+    state.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_CONFIG="/nonexistent", HOME=str(state / "home"))
+    try:
+        proc = subprocess.run(
+            [*APPLIANCE, "--state-dir", str(state), "console"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=30,
+            check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the console ran without a terminal: {str(exc.stderr)[-300:]}")
+    assert proc.returncode == 2
+    assert "the console needs a terminal" in proc.stderr and "what to do:" in proc.stderr

@@ -16,7 +16,12 @@ from appliance import __version__
 from appliance.cli import audit_cmds, dicom_cmds, health_cmds, trust_cmds, update_cmds, users_cmds
 from appliance.cli.common import Handler, ensure_state_dir, load_session
 from appliance.config import Config, load_config
-from appliance.errors import ApplianceError, PermissionDeniedError, SessionExpiredError
+from appliance.errors import (
+    ApplianceError,
+    ConfigError,
+    PermissionDeniedError,
+    SessionExpiredError,
+)
 from appliance.identity.roles import ENTRY_POINTS, Principal, may
 from appliance.logs import setup_logging
 from appliance.runtime import Runtime, open_runtime
@@ -177,6 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "console":
             from appliance.console.locked import LockedConsole, locked_reason
+
+            # Textual reads keys from stdin and draws on stderr; without a terminal it would
+            # wait forever, writing escape codes into a pipe or a log.
+            if not (sys.stdin and sys.stdin.isatty() and sys.stderr.isatty()):
+                raise ConfigError(
+                    "the console needs a terminal; its input or output is not one.",
+                    "Run it on the box's screen or serial line, or over `ssh -t`; scripts use "
+                    "the other commands (appliance --help).",
+                )
 
             if (reason := locked_reason()) is not None:
                 # The state cannot be opened: no runtime, only the recovery path.
