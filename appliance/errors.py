@@ -32,6 +32,10 @@ class StorageError(ApplianceError):
     """A file the appliance must keep could not be written or read."""
 
 
+class AlreadyRunningError(ApplianceError):
+    """Another ``appliance run`` already serves the same state folder."""
+
+
 class CommandError(ApplianceError):
     """An external command failed or is missing."""
 

@@ -8,15 +8,18 @@ join as they land. It prints what it started and where, tells systemd it is read
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from appliance.config import Config
-from appliance.errors import ApplianceError
+from appliance.errors import AlreadyRunningError, ApplianceError, StorageError
 from appliance.runtime import Runtime
 from appliance.trust import core
 from appliance.trust.connection import tpm_endpoint
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RUN_LOCK = "run.lock"
+
 
 def _notify(state: str) -> None:
     try:
@@ -39,7 +44,46 @@ def _notify(state: str) -> None:
 
 
 def run(config: Config, out: TextIO, stop: threading.Event | None = None) -> int:
-    """Start the appliance, report to ``out``, and block until ``stop`` is set or a signal."""
+    """Start the appliance, report to ``out``, and block until ``stop`` is set or a signal.
+
+    Raises AlreadyRunningError when another ``appliance run`` serves ``config.state_dir``.
+    """
+    with _sole_run(config.state_dir):
+        return _run(config, out, stop)
+
+
+@contextlib.contextmanager
+def _sole_run(state_dir: Path) -> Iterator[None]:
+    """Hold ``run.lock`` in the state folder (with this pid in it) while the block runs.
+
+    Two runs on one state would share its TPM, keys, models and spool while each believed it
+    owned them; the second would only fail later, at the API port, with a misleading hint.
+    """
+    path = state_dir / RUN_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot open {path}: {exc.strerror}.", "Check the state folder is writable."
+        ) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise AlreadyRunningError(
+                f"another `appliance run` already uses {state_dir} (pid {pid}).",
+                "Stop that one first (Ctrl-C where it runs, or `systemctl stop appliance`); "
+                "a second appliance on this machine needs its own --state-dir.",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _run(config: Config, out: TextIO, stop: threading.Event | None) -> int:
     stop = stop or _stop_on_signals()
     say = _printer(out)
     say(f"state dir      {config.state_dir}")

@@ -317,3 +317,19 @@ def test_the_console_without_a_terminal_is_refused_not_drawn_into_a_pipe(state: 
         pytest.fail(f"the console ran without a terminal: {str(exc.stderr)[-300:]}")
     assert proc.returncode == 2
     assert "the console needs a terminal" in proc.stderr and "what to do:" in proc.stderr
+
+
+def test_a_second_run_on_the_same_state_is_refused(state: Path) -> None:
+    proc, _ = _run_until_ready(state)
+    try:
+        second = appliance(state, "run", check=False)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert "another `appliance run` already uses" in second.stderr
+        assert f"(pid {proc.pid})" in second.stderr
+        assert "api_port" not in second.stderr  # not the port: the box itself runs already
+        assert "ready" not in second.stdout
+        assert proc.poll() is None, "the second run stopped the first"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
