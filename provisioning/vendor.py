@@ -145,8 +145,16 @@ def root_chain(repo: Path) -> list[bytes]:
 @contextlib.contextmanager
 def _locked(repo: Path) -> Iterator[None]:
     """Hold the repository's lock: bundle numbers are never handed out twice."""
-    repo.mkdir(parents=True, exist_ok=True)
-    with (repo / ".lock").open("a") as fh:
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+        fh = (repo / ".lock").open("a")
+    except OSError as exc:
+        why = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        raise VendorRepoError(
+            f"cannot use {repo} as the vendor repository: {why}.",
+            "Give --repo a folder: the vendor repository, or a new one for `repo init`.",
+        ) from exc
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 

@@ -210,3 +210,17 @@ def test_ctrl_c_says_the_command_did_not_finish(tmp_path: Path) -> None:
     assert proc.returncode == 130 and "Traceback" not in err
     assert "appliance-vendor: error: interrupted (Ctrl-C) before the command finished" in err
     assert "what to do:" in err
+
+
+def test_a_repository_path_that_is_a_file_is_named(vendor: Vendor) -> None:
+    root, targets = vendor.key("root", "root0"), vendor.key("targets", "targets0")
+    snapshot, timestamp = vendor.key("snapshot", "snapshot"), vendor.key("timestamp", "timestamp")
+    not_a_folder = vendor.top / "repo.json"
+    not_a_folder.write_text("{}")
+    _, err = vendor.run(
+        "repo", "init", "--repo", not_a_folder, "--root-key", root, "--root-threshold", "1",
+        "--targets-key", targets, "--snapshot-key", snapshot, "--timestamp-key", timestamp,
+        code=1,
+    )  # fmt: skip
+    assert f"cannot use {not_a_folder} as the vendor repository" in err
+    assert "--repo" in err.split("what to do:")[1]
