@@ -150,9 +150,23 @@ def _add_bundle(group: argparse.ArgumentParser) -> None:
     bb.set_defaults(func=_cmd_bundle_build)
 
 
+def _days(text: str) -> int:
+    """--expires-days: metadata that expires at once would be refused by every box."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of days") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{days}: the metadata must stay valid at least 1 day")
+    return days
+
+
 def _repo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", type=Path, required=True, help="the vendor repository folder")
-    p.add_argument("--expires-days", type=int, default=365, help="validity (default 365 days)")
+    p.add_argument(
+        "--expires-days", type=_days, default=365, metavar="DAYS",
+        help="how long the signed metadata stays valid (default 365 days)",
+    )  # fmt: skip
 
 
 def _role_args(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -176,7 +190,7 @@ def _role_args(p: argparse.ArgumentParser, *, required: bool) -> None:
         )
 
 
-def _days(args: argparse.Namespace) -> datetime:
+def _expiry(args: argparse.Namespace) -> datetime:
     return datetime.now(UTC) + timedelta(days=args.expires_days)
 
 
@@ -191,7 +205,7 @@ def _cmd_repo_init(args: argparse.Namespace) -> int:
     keys = {r: [load_public_key(f, r) for f in getattr(args, f"{r}_key")] for r in ROLES[1:]}
     signers = [load_signer(f) for f in args.root_key]
     threshold = args.targets_threshold or 1
-    path = init_repo(args.repo, signers, args.root_threshold, keys, threshold, _days(args))
+    path = init_repo(args.repo, signers, args.root_threshold, keys, threshold, _expiry(args))
     print(f"wrote {path}: root v1; give this file to the boxes when they are provisioned")
     return 0
 
@@ -208,7 +222,7 @@ def _cmd_root_rotate(args: argparse.Namespace) -> int:
         changes["root"] = (None, args.root_threshold)
     old = [load_signer(f) for f in args.sign_with]
     new = [load_signer(f) for f in args.root_key or ()]
-    path = rotate_root(args.repo, old, new, changes, _days(args))
+    path = rotate_root(args.repo, old, new, changes, _expiry(args))
     print(f"wrote {path}; every bundle built from now on carries it")
     return 0
 

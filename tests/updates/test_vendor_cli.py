@@ -224,3 +224,19 @@ def test_a_repository_path_that_is_a_file_is_named(vendor: Vendor) -> None:
     )  # fmt: skip
     assert f"cannot use {not_a_folder} as the vendor repository" in err
     assert "--repo" in err.split("what to do:")[1]
+
+
+@pytest.mark.parametrize("days", ["0", "-5"])
+def test_metadata_that_expires_at_once_is_refused_and_the_last_bundle_stays(
+    vendor: Vendor, days: str
+) -> None:
+    vendor.init()
+    model = write_model(vendor.top / "models" / "chest", "chest-xray", "1.0.0")
+    vendor.build(model)
+    bundle = vendor.usb / "chest-xray-1.0.0.aplbundle"
+    good = bundle.read_bytes()
+    with pytest.raises(SystemExit) as refused:
+        vendor.build(model, "--expires-days", days)
+    assert refused.value.code == 2
+    assert "at least 1 day" in vendor.capsys.readouterr().err
+    assert bundle.read_bytes() == good, "the refused build replaced the bundle on the stick"
