@@ -333,3 +333,18 @@ def test_a_second_run_on_the_same_state_is_refused(state: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_model_encrypt_of_a_missing_file_names_the_input(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    src, dst = state / "typo.bin", state / "m.enc"
+    proc = appliance(
+        state, "model", "encrypt", str(src), str(dst), "--name", "demo", "--version", "1",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"cannot read the model {src}: No such file or directory" in proc.stderr
+    hint = proc.stderr.split("what to do:")[1]
+    assert "plaintext model" in hint and "disk is not full" not in hint
+    assert not dst.exists()

@@ -270,7 +270,14 @@ def encrypt_file(
     Raises StorageError when a file cannot be read or written, ValueError as encrypt_stream does.
     """
     try:
-        with src.open("rb") as fin, atomic_writer(dst) as fout:
+        fin = src.open("rb")
+    except OSError as exc:  # a wrong input path, not a full store: say which
+        raise StorageError(
+            f"cannot read the model {src}: {exc.strerror}.",
+            "Name the plaintext model file (model.bin) to encrypt.",
+        ) from exc
+    try:
+        with fin, atomic_writer(dst) as fout:
             encrypt_stream(key, fin, fout, model=model, version=version, chunk_size=chunk_size)
     except OSError as exc:
         raise StorageError(

@@ -325,7 +325,7 @@ def test_failed_encryption_leaves_the_old_file_untouched(tmp_path: Path) -> None
 
 
 def test_missing_files_are_storage_errors(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match="cannot encrypt"):
+    with pytest.raises(StorageError, match="cannot read the model"):
         encrypt_file(KEY, tmp_path / "absent.bin", tmp_path / "m.apm", model=MODEL, version="1")
     with pytest.raises(StorageError, match="cannot read model file"):
         decrypt_file(KEY, tmp_path / "absent.apm", model=MODEL, version="1")
