@@ -45,6 +45,16 @@ Give the box repo/metadata/1.root.json when it is provisioned. Keep the key file
 """
 
 
+def _parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    help_: str,
+) -> argparse.ArgumentParser:
+    """A command whose --help repeats, under its usage line, what the list says it does."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="appliance-vendor",
@@ -53,17 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     groups = p.add_subparsers(dest="group", metavar="GROUP", required=True)
-    _add_keys(groups.add_parser("keys", help="signing keys"))
-    _add_repo(groups.add_parser("repo", help="the vendor repository"))
-    _add_root(groups.add_parser("root", help="root metadata: keys, thresholds, expiry"))
-    _add_bundle(groups.add_parser("bundle", help="signed model bundles"))
-    _add_report(groups.add_parser("report", help="health reports exported by boxes"))
+    _add_keys(_parser(groups, "keys", "signing keys"))
+    _add_repo(_parser(groups, "repo", "the vendor repository"))
+    _add_root(_parser(groups, "root", "root metadata: keys, thresholds, expiry"))
+    _add_bundle(_parser(groups, "bundle", "signed model bundles"))
+    _add_report(_parser(groups, "report", "health reports exported by boxes"))
     return p
 
 
 def _add_report(group: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    rv = sub.add_parser("verify", help="check a box's signed health report (TPM quote)")
+    rv = _parser(sub, "verify", "check a box's signed health report (TPM quote)")
     rv.add_argument("file", type=Path, metavar="FILE", help="the health-*.json from the box")
     rv.add_argument(
         "--ak", required=True, metavar="SHA256",
@@ -89,7 +99,7 @@ def _cmd_report_verify(args: argparse.Namespace) -> int:
 
 def _add_keys(group: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    kc = sub.add_parser("create", help="create an Ed25519 key file (0600) and its .pub file")
+    kc = _parser(sub, "create", "create an Ed25519 key file (0600) and its .pub file")
     kc.add_argument("--role", choices=ROLES, required=True, help="the role the key will sign for")
     kc.add_argument("--out", type=Path, required=True, help="private key file to create")
     kc.set_defaults(func=_cmd_keys_create)
@@ -97,7 +107,7 @@ def _add_keys(group: argparse.ArgumentParser) -> None:
 
 def _add_repo(group: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    ri = sub.add_parser("init", help="create root version 1 in a new repository folder")
+    ri = _parser(sub, "init", "create root version 1 in a new repository folder")
     _repo_args(ri)
     _role_args(ri, required=True)
     ri.set_defaults(func=_cmd_repo_init)
@@ -105,9 +115,10 @@ def _add_repo(group: argparse.ArgumentParser) -> None:
 
 def _add_root(group: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    rr = sub.add_parser(
+    rr = _parser(
+        sub,
         "rotate",
-        help="write root N+1 (new keys, thresholds or a later expiry), signed by the old "
+        "write root N+1 (new keys, thresholds or a later expiry), signed by the old "
         "root's threshold and the new one's",
     )
     _repo_args(rr)
@@ -126,7 +137,7 @@ def _add_root(group: argparse.ArgumentParser) -> None:
 
 def _add_bundle(group: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    bb = sub.add_parser("build", help="build, sign and write one bundle file for a model folder")
+    bb = _parser(sub, "build", "build, sign and write one bundle file for a model folder")
     bb.add_argument(
         "model_dir",
         type=Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import re
@@ -10,13 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from appliance.cli import build_parser
 from appliance.config import Config
 from appliance.setup.site import SiteIdentity, save_site
 from appliance.trust.swtpm import Swtpm
+from provisioning.__main__ import build_parser as build_vendor_parser
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
@@ -54,6 +58,37 @@ def test_help_lists_the_commands() -> None:
     )
     for word in ("status", "enroll", "recover", "plan-pcr-change", "counter"):
         assert word in out.stdout
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every command and command group below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _commands(sub)
+    return found
+
+
+@pytest.mark.parametrize("build", [build_parser, build_vendor_parser], ids=["appliance", "vendor"])
+def test_every_command_and_argument_has_help(
+    build: Callable[[], argparse.ArgumentParser],
+) -> None:
+    missing = []
+    for parser in _commands(build()):
+        if not parser.description:
+            missing.append(f"{parser.prog}: no description under its usage line")
+        for action in parser._actions:
+            if action.help is None and not isinstance(action, argparse._SubParsersAction):
+                missing.append(f"{parser.prog}: {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, "without help text:\n" + "\n".join(missing)
+
+
+def test_model_verify_help_describes_its_own_argument() -> None:
+    out = subprocess.run(
+        [*APPLIANCE, "model", "verify", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "plaintext" not in out and "the encrypted model file" in out
 
 
 def test_unreachable_tpm_gives_a_clear_error(tmp_path: Path) -> None:

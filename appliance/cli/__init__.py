@@ -100,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcrs", help="PCRs the keys are sealed to (default 7,11)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run = sub.add_parser("run", help="start the appliance and keep it running")
+    run = sub.add_parser(
+        "run",
+        help="start the appliance and keep it running",
+        description="Start the appliance and keep it running until Ctrl-C or SIGTERM: the TPM "
+        "(a software TPM when there is no /dev/tpmrm0), the trust core, the API and the DICOM "
+        "receiver (unless dicom_in_run is false). The first start enrolls the keys; on a "
+        "terminal it shows the recovery code once.",
+    )
     run.set_defaults(entry="run")
     users_cmds.register(sub)
     trust_cmds.register(sub)
@@ -108,11 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     update_cmds.register(sub)
     dicom_cmds.register(sub)
     health_cmds.register(sub)
-    hw = sub.add_parser("hardware", help="what this box has, against its hardware profile")
+    hw = sub.add_parser(
+        "hardware",
+        help="what this box has, against its hardware profile",
+        description="Detect the CPU, accelerators, TPM, memory and disk, compare them with the "
+        "closest hardware profile and list the differences; exit 1 if one is an error.",
+    )
     hw.set_defaults(func=cmd_hardware, entry="hardware")
-    con = sub.add_parser("console", help="the technician's console: login, health dashboard")
+    con = sub.add_parser(
+        "console",
+        help="the technician's console: login, health dashboard",
+        description="The technician's console on this terminal: login, health dashboard, and "
+        "on a new box the provisioning wizard.",
+    )
     con.set_defaults(func=cmd_console, entry="console")
-    prov = sub.add_parser("provision", help="unattended provisioning (factory, lab, boot test)")
+    what = "unattended provisioning (factory, lab, boot test)"
+    prov = sub.add_parser("provision", help=what, description=what)
     psub = prov.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
     seed = psub.add_parser(
         "seed",

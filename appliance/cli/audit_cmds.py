@@ -86,7 +86,8 @@ def cmd_ack(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    audit = sub.add_parser("audit", help="the tamper-evident audit trail")
+    what = "the tamper-evident audit trail"
+    audit = sub.add_parser("audit", help=what, description=what)
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     show = command(asub, "show", "list audit records", cmd_show, "audit show")
     show.add_argument("--break-glass", action="store_true", help="unacknowledged break-glass uses")
@@ -101,4 +102,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         parser.add_argument("--until", help="end (exclusive), e.g. 2026-12-01")
     ack = command(asub, "ack-break-glass", "acknowledge a break-glass use", cmd_ack,
                   "audit ack-break-glass")  # fmt: skip
-    ack.add_argument("use_id", type=int)
+    ack.add_argument(
+        "use_id", type=int, help="the use's number (#N in `appliance audit show --break-glass`)"
+    )

@@ -31,7 +31,8 @@ def cmd_serve(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> i
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    dicom = sub.add_parser("dicom", help="the DICOM receiver (SCP) and the outbox to PACS")
+    what = "the DICOM receiver (SCP) and the outbox to PACS"
+    dicom = sub.add_parser("dicom", help=what, description=what)
     dsub = dicom.add_subparsers(dest="dicom_command", metavar="ACTION", required=True)
     serve = command(dsub, "serve", "receive studies from the configured peers and send results "
                     "to PACS until stopped", cmd_serve, "dicom serve")  # fmt: skip

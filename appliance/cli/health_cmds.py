@@ -37,7 +37,8 @@ def cmd_report(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> 
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    health = sub.add_parser("health", help="health report for the vendor's support")
+    what = "health report for the vendor's support"
+    health = sub.add_parser("health", help=what, description=what)
     hsub = health.add_subparsers(dest="health_command", metavar="ACTION", required=True)
     rep = command(hsub, "report", "write a TPM-signed health report (inventory, versions, PCRs, "
                   "self-test) to a folder", cmd_report, "health report")  # fmt: skip

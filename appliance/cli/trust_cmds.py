@@ -112,7 +112,8 @@ def cmd_model(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> i
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    trust = sub.add_parser("trust", help="TPM, sealed keys, recovery, anti-rollback floor")
+    what = "TPM, sealed keys, recovery, anti-rollback floor"
+    trust = sub.add_parser("trust", help=what, description=what)
     tsub = trust.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
     command(tsub, "status", "lockout, enrollment, PCR match, floor", cmd_status, "trust status")
     command(
@@ -134,13 +135,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                   "trust counter")  # fmt: skip
     ctr.add_argument("--advance-to", type=int, metavar="N", help="raise the floor to N")
 
-    model = sub.add_parser("model", help="encrypt a model for the store or check an encrypted one")
+    what = "encrypt a model for the store or check an encrypted one"
+    model = sub.add_parser("model", help=what, description=what)
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     for action, help_ in (("encrypt", "encrypt SRC into DST"), ("verify", "check SRC is intact")):
         p = command(msub, action, help_, cmd_model, f"model {action}")
         p.set_defaults(action=action)
-        p.add_argument("src", help="plaintext model (encrypt) or encrypted model (verify)")
         if action == "encrypt":
-            p.add_argument("dst", help="encrypted output")
+            p.add_argument("src", help="the plaintext model file")
+            p.add_argument("dst", help="the encrypted file to write")
+        else:
+            p.add_argument("src", help="the encrypted model file")
         p.add_argument("--name", required=True, help="model name, bound into the encryption")
         p.add_argument("--version", required=True, help="model version, bound in as well")

@@ -106,7 +106,8 @@ def cmd_import_root(args: argparse.Namespace, rt: Runtime, who: Principal | None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    update = sub.add_parser("update", help="signed offline model updates")
+    what = "signed offline model updates"
+    update = sub.add_parser("update", help=what, description=what)
     usub = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
     inst = command(usub, "install", "verify, install, validate and commit a bundle",
                    cmd_install, "update install")  # fmt: skip
@@ -118,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "update status")  # fmt: skip
     rb = command(usub, "rollback", "make a model's previous version active again",
                  cmd_rollback, "update rollback")  # fmt: skip
-    rb.add_argument("model")
+    rb.add_argument("model", help="the model's name (see `appliance update status`)")
     root = command(usub, "import-root", "trust the vendor's root metadata (provisioning)",
                    cmd_import_root, "update import-root")  # fmt: skip
     root.add_argument("root", help="the vendor's root.json")

@@ -98,25 +98,32 @@ def cmd_revoke(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     login = command(sub, "login", "log in; the session is kept for later commands", cmd_login,
                     "login")  # fmt: skip
-    login.add_argument("--user", required=True)
+    login.add_argument("--user", required=True, help="the account name")
     login.add_argument("--password-file", help="read the password from this file")
     login.add_argument("--reason", help="why (required for a break-glass account)")
     command(sub, "logout", "end the saved session", cmd_logout, "logout")
 
-    users = sub.add_parser("users", help="accounts, roles, service tokens")
+    what = "accounts, roles, service tokens"
+    users = sub.add_parser("users", help=what, description=what)
     usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     boot = command(usub, "bootstrap-admin", "create the first admin (provisioning only)",
                    cmd_bootstrap, "users bootstrap-admin")  # fmt: skip
     command(usub, "list", "list accounts", cmd_list, "users list")
     add = command(usub, "add", "create an account", cmd_add, "users add")
-    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--role", required=True, choices=[r.value for r in Role],
+                     help="what the account may do; a service account has no password and "
+                     "gets tokens from `users token`")  # fmt: skip
     for parser in (boot, add):
-        parser.add_argument("user")
+        parser.add_argument("user", help="the new account's name")
         parser.add_argument("--password-file", help="read the password from this file")
     for name, func, help_ in (
         ("disable", cmd_disable, "disable an account and revoke its sessions"),
         ("unlock", cmd_unlock, "unlock an account locked by failed logins"),
         ("token", cmd_token, "issue a bearer token for a service account"),
     ):
-        command(usub, name, help_, func, f"users {name}").add_argument("user")
-    command(usub, "revoke", "revoke a token", cmd_revoke, "users revoke").add_argument("token_id")
+        command(usub, name, help_, func, f"users {name}").add_argument(
+            "user", help="the account name (see `appliance users list`)"
+        )
+    command(usub, "revoke", "revoke a token", cmd_revoke, "users revoke").add_argument(
+        "token_id", help="the token id `appliance users token` printed"
+    )
