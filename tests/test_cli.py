@@ -383,3 +383,11 @@ def test_model_encrypt_of_a_missing_file_names_the_input(state: Path) -> None:
     hint = proc.stderr.split("what to do:")[1]
     assert "plaintext model" in hint and "disk is not full" not in hint
     assert not dst.exists()
+
+
+def test_update_scan_of_a_folder_that_is_not_there_fails(state: Path) -> None:
+    state.mkdir()
+    missing = state / "usb" / "sdb1"
+    proc = appliance(state, "update", "scan", str(missing), check=False)
+    assert proc.returncode == 2, "a stick that did not mount passed as 'nothing to do'"
+    assert f"{missing} is not a folder" in proc.stderr and "what to do:" in proc.stderr

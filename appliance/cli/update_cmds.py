@@ -47,7 +47,12 @@ def cmd_scan(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> in
     from appliance.updates.wiring import make_agent
 
     folder = Path(args.folder)
-    bundles = sorted(folder.glob(f"*{BUNDLE_SUFFIX}")) if folder.is_dir() else []
+    if not folder.is_dir():  # the stick did not mount there, or a typo: not "nothing to do"
+        raise ConfigError(
+            f"{folder} is not a folder: no USB stick is mounted there.",
+            "Check that the stick is mounted and name the folder it is mounted on.",
+        )
+    bundles = sorted(folder.glob(f"*{BUNDLE_SUFFIX}"))
     if not bundles:
         print(f"no update bundle (*{BUNDLE_SUFFIX}) in {folder}; nothing to do")
         return 0
