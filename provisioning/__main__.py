@@ -71,12 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fingerprint(text: str) -> str:
+    """--ak: a mistyped fingerprint is a usage error, not a report from another TPM."""
+    value = text.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"'{text}' is not a SHA-256 fingerprint (64 hex digits)")
+    return value
+
+
 def _add_report(group: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     rv = _parser(sub, "verify", "check a box's signed health report (TPM quote)")
     rv.add_argument("file", type=Path, metavar="FILE", help="the health-*.json from the box")
     rv.add_argument(
-        "--ak", required=True, metavar="SHA256",
+        "--ak", required=True, metavar="SHA256", type=_fingerprint,
         help="the box's attestation key fingerprint, recorded when it was built",
     )  # fmt: skip
     rv.set_defaults(func=_cmd_report_verify)

@@ -191,7 +191,7 @@ def test_ctrl_c_says_the_command_did_not_finish(tmp_path: Path) -> None:
     fifo = tmp_path / "health.json"
     os.mkfifo(fifo)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "provisioning", "report", "verify", str(fifo), "--ak", "00"],
+        [sys.executable, "-m", "provisioning", "report", "verify", str(fifo), "--ak", "0" * 64],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -240,3 +240,15 @@ def test_metadata_that_expires_at_once_is_refused_and_the_last_bundle_stays(
     assert refused.value.code == 2
     assert "at least 1 day" in vendor.capsys.readouterr().err
     assert bundle.read_bytes() == good, "the refused build replaced the bundle on the stick"
+
+
+@pytest.mark.parametrize("ak", ["nothex", "96dbdbf680691b5b", "0" * 63])
+def test_report_verify_refuses_an_ak_that_is_not_a_fingerprint(vendor: Vendor, ak: str) -> None:
+    report = vendor.top / "health.json"
+    report.write_text("{}")
+    with pytest.raises(SystemExit) as refused:
+        vendor.run("report", "verify", report, "--ak", ak)
+    assert refused.value.code == 2
+    err = vendor.capsys.readouterr().err
+    assert "is not a SHA-256 fingerprint (64 hex digits)" in err
+    assert "another TPM" not in err
