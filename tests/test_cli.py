@@ -391,3 +391,12 @@ def test_update_scan_of_a_folder_that_is_not_there_fails(state: Path) -> None:
     proc = appliance(state, "update", "scan", str(missing), check=False)
     assert proc.returncode == 2, "a stick that did not mount passed as 'nothing to do'"
     assert f"{missing} is not a folder" in proc.stderr and "what to do:" in proc.stderr
+
+
+def test_revoking_an_unknown_token_says_which_id_to_give(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    proc = appliance(state, "users", "revoke", "apl_0123456789ab_secret", check=False)
+    assert proc.returncode == 1
+    assert "there is no token 'apl_0123456789ab_secret'" in proc.stderr
+    assert "what to do:" in proc.stderr and "token id" in proc.stderr.split("what to do:")[1]

@@ -392,7 +392,11 @@ class IdentityService:
     def revoke(self, by: Principal, token_id: str) -> None:
         require(by, Permission.USER_MANAGE, "revoke tokens")
         if self.store.token(token_id) is None:
-            raise AccountError(f"there is no token '{token_id}'.")
+            raise AccountError(
+                f"there is no token '{token_id}'.",
+                "Give the token id shown when it was issued (`token <id> for ...`), not the "
+                "token itself.",
+            )
         with self.store.transaction() as db:
             db.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
             self.audit.append(
