@@ -38,10 +38,7 @@ def atomic_writer(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise StorageError(
-            f"cannot write {path}: {exc.strerror}.",
-            "Check that the state folder exists, is writable and the disk is not full.",
-        ) from exc
+        raise StorageError(f"cannot write {path}: {exc.strerror}.", _where_hint(path)) from exc
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, mode)
@@ -63,7 +60,11 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         with atomic_writer(path, mode) as fh:
             fh.write(data)
     except OSError as exc:
-        raise StorageError(
-            f"cannot write {path}: {exc.strerror}.",
-            "Check that the state folder is writable and the disk is not full.",
-        ) from exc
+        raise StorageError(f"cannot write {path}: {exc.strerror}.", _where_hint(path)) from exc
+
+
+def _where_hint(path: Path) -> str:
+    # Callers write the box's state, but also export files and vendor keys: name the place.
+    if path.is_dir():
+        return f"{path} is a folder: name a file in it instead."
+    return f"Make sure {path.parent} is a writable folder with free space."

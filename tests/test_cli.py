@@ -400,3 +400,14 @@ def test_revoking_an_unknown_token_says_which_id_to_give(state: Path) -> None:
     assert proc.returncode == 1
     assert "there is no token 'apl_0123456789ab_secret'" in proc.stderr
     assert "what to do:" in proc.stderr and "token id" in proc.stderr.split("what to do:")[1]
+
+
+def test_audit_export_to_a_folder_says_to_name_a_file(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    usb = state / "usb"
+    usb.mkdir()
+    proc = appliance(state, "audit", "export", "-o", str(usb), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    hint = proc.stderr.split("what to do:")[1]
+    assert "is a folder" in hint and "state folder" not in hint

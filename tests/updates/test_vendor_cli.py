@@ -252,3 +252,11 @@ def test_report_verify_refuses_an_ak_that_is_not_a_fingerprint(vendor: Vendor, a
     err = vendor.capsys.readouterr().err
     assert "is not a SHA-256 fingerprint (64 hex digits)" in err
     assert "another TPM" not in err
+
+
+def test_a_key_file_below_a_file_names_that_file(vendor: Vendor) -> None:
+    blocker = vendor.keys / "keys.txt"
+    blocker.write_text("")
+    _, err = vendor.run("keys", "create", "--role", "root", "--out", blocker / "r.pem", code=1)
+    hint = err.split("what to do:")[1]
+    assert f"Make sure {blocker} is a writable folder" in hint and "state folder" not in hint
