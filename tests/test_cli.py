@@ -411,3 +411,20 @@ def test_audit_export_to_a_folder_says_to_name_a_file(state: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     hint = proc.stderr.split("what to do:")[1]
     assert "is a folder" in hint and "state folder" not in hint
+
+
+def test_disabling_the_last_active_admin_is_refused(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)  # alice, the only admin; there is no way to enable an account again
+    proc = appliance(state, "users", "disable", "alice", check=False)
+    assert proc.returncode == 1
+    assert "'alice' is the last active admin" in proc.stderr
+    assert "--role admin" in proc.stderr.split("what to do:")[1]
+    listed = appliance(state, "users", "list").stdout
+    assert re.search(r"alice +admin +active", listed)
+    pw = state / "pw"
+    appliance(state, "users", "add", "bea", "--role", "admin", "--password-file", str(pw))
+    appliance(state, "users", "disable", "alice")  # with a second admin it is fine
+    appliance(state, "login", "--user", "bea", "--password-file", str(pw))
+    refused = appliance(state, "users", "disable", "bea", check=False)
+    assert refused.returncode == 1 and "'bea' is the last active admin" in refused.stderr

@@ -147,8 +147,21 @@ class IdentityService:
         self._update(by, username, "password", password_hash=passwords.hash_password(password))
 
     def disable(self, by: Principal, username: str) -> None:
-        """Disable the account and revoke its tokens."""
+        """Disable the account and revoke its tokens.
+
+        Raises AccountError for the last active admin: nothing enables an account again, and
+        without an admin nobody could manage accounts.
+        """
         require(by, Permission.USER_MANAGE, "manage accounts")
+        admins = {
+            a.username for a in self.store.accounts() if a.role is Role.ADMIN and not a.disabled
+        }
+        if admins == {username}:
+            raise AccountError(
+                f"'{username}' is the last active admin; disabling it would leave nobody to "
+                "manage accounts.",
+                "Create another admin first (`appliance users add NAME --role admin`).",
+            )
         self._update(by, username, "disable", disabled=1)
         with self.store.transaction() as db:
             db.execute("UPDATE tokens SET revoked = 1 WHERE username = ?", (username,))
