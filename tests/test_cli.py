@@ -428,3 +428,12 @@ def test_disabling_the_last_active_admin_is_refused(state: Path) -> None:
     appliance(state, "login", "--user", "bea", "--password-file", str(pw))
     refused = appliance(state, "users", "disable", "bea", check=False)
     assert refused.returncode == 1 and "'bea' is the last active admin" in refused.stderr
+
+
+def test_adding_an_account_twice_says_what_to_do(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    pw = "a different long passphrase\n"
+    again = appliance(state, "users", "add", "alice", "--role", "admin", stdin=pw, check=False)
+    assert again.returncode == 1 and "the account 'alice' exists already" in again.stderr
+    assert "`appliance users list`" in again.stderr.split("what to do:")[1]

@@ -108,7 +108,8 @@ class IdentityService:
         """Create the first admin; refused once any account exists."""
         if not self.needs_bootstrap():
             raise AccountError(
-                "the first admin already exists.", "Log in as an admin and use `users add`."
+                "the first admin already exists.",
+                "Log in as an admin and use `appliance users add`.",
             )
         self._create(username, Role.ADMIN, password, actor="provisioning")
 
@@ -128,7 +129,10 @@ class IdentityService:
         hashed = passwords.hash_password(password) if password else None
         with self.store.transaction() as db:
             if self.store.account(username):
-                raise AccountError(f"the account '{username}' exists already.")
+                raise AccountError(
+                    f"the account '{username}' exists already.",
+                    "Choose another name; `appliance users list` shows the accounts.",
+                )
             db.execute(
                 "INSERT INTO accounts (username, role, password_hash, created) VALUES (?,?,?,?)",
                 (username, role.value, hashed, self.clock()),
@@ -174,7 +178,9 @@ class IdentityService:
         sets = ", ".join(f"{c} = ?" for c in columns)
         with self.store.transaction() as db:
             if not self.store.account(username):
-                raise AccountError(f"there is no account '{username}'.", "See `users list`.")
+                raise AccountError(
+                    f"there is no account '{username}'.", "See `appliance users list`."
+                )
             db.execute(
                 f"UPDATE accounts SET {sets} WHERE username = ?",  # noqa: S608 - fixed names
                 (*columns.values(), username),
@@ -358,7 +364,9 @@ class IdentityService:
         require(by, Permission.USER_MANAGE, "issue tokens")
         account = self.store.account(username)
         if account is None or account.role is not Role.SERVICE:
-            raise AccountError(f"'{username}' is not a service account.", "See `users list`.")
+            raise AccountError(
+                f"'{username}' is not a service account.", "See `appliance users list`."
+            )
         issued = self._issue(username, "service", self.clock(), self.policy.service_token_s)
         self.audit.append(
             AuditEvent.TOKEN_ISSUED, actor=by.username, role=by.role.value,
@@ -386,7 +394,9 @@ class IdentityService:
         if account is None:
             self._create(username, Role.SERVICE, None, actor=actor)
         elif account.role is not Role.SERVICE:
-            raise AccountError(f"'{username}' is not a service account.", "See `users list`.")
+            raise AccountError(
+                f"'{username}' is not a service account.", "See `appliance users list`."
+            )
         if self.store.token(token_id) is not None:
             return  # applied before (the seed runs again after a restart): nothing to do
         now = self.clock()
