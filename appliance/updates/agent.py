@@ -31,13 +31,14 @@ therefore always runs either the old or the new model.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -223,13 +224,41 @@ class UpdateAgent:
 
     # --- one bundle -----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _exclusive(self, *, wait: bool) -> Iterator[bool]:
+        """Hold ``updates/agent.lock``: one agent (CLI, USB service, console) works at a time.
+
+        Yields False, without the lock, when ``wait`` is off and another process holds it.
+        """
+        self.paths.updates.mkdir(parents=True, exist_ok=True)
+        fd = os.open(
+            self.paths.updates / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
+                self._progress(Phase.IDLE, 0, 1, "waiting for the update already running")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+
     def install(self, bundle: Path) -> AgentState:
         """Take ``bundle`` through the whole machine; returns the final state (DONE or FAILURE).
 
-        Refusals are not raised: they end in FAILURE with the reason, audited. Raises only for
-        conditions that stop the agent itself (storage, TPM) after VERIFY.
+        Waits for an update another process runs. Refusals are not raised: they end in FAILURE
+        with the reason, audited. Raises only for conditions that stop the agent itself
+        (storage, TPM) after VERIFY.
         """
-        state = self.resume()
+        with self._exclusive(wait=True):
+            return self._install_bundle(bundle)
+
+    def _install_bundle(self, bundle: Path) -> AgentState:
+        state = self._resume()
         state = self._enter(
             state, Phase.VERIFY, bundle=str(bundle),
             bundle_sha256=None, model=None, version=None, bundle_version=None, slot=None,
@@ -358,7 +387,15 @@ class UpdateAgent:
     # --- after a power cut, and by hand ---------------------------------------------------
 
     def resume(self) -> AgentState:
-        """Finish an interrupted commit or undo an interrupted install; returns the new state."""
+        """Finish an interrupted commit or undo an interrupted install; returns the new state.
+
+        While another process runs an update, its state is returned as is: that update is in
+        progress, not interrupted.
+        """
+        with self._exclusive(wait=False) as mine:
+            return self._resume() if mine else self.state()
+
+    def _resume(self) -> AgentState:
         state = self.state()
         if state.phase is Phase.COMMIT:
             log.warning("update: finishing a commit interrupted by a restart")
@@ -376,6 +413,10 @@ class UpdateAgent:
 
     def rollback_model(self, model: str) -> SlotName:
         """Make the model's previous slot active again, if the anti-rollback floor permits."""
+        with self._exclusive(wait=True):
+            return self._rollback_model(model)
+
+    def _rollback_model(self, model: str) -> SlotName:
         current = self.store.state(model)
         target = current.inactive
         info = current.slots.get(target)

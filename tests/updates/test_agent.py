@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -257,3 +259,31 @@ def test_refused_target_leaves_no_half_written_slot(box: Box) -> None:
     assert box.active_version() == "1.0.0"
     refused = [r for r in box.rt.audit.records() if r.event is AuditEvent.UPDATE_REFUSED]
     assert refused and "hash mismatch" in str(refused[-1].detail["reason"])
+
+
+def test_status_while_an_update_runs_does_not_undo_it(box: Box) -> None:
+    """`appliance update status` (or the console) asks the agent to resume while another
+    process installs: that is an update in progress, not one a power cut interrupted."""
+    box.agent().install(box.bundle("1.0.0"))
+    bundle = box.bundle("1.1.0")
+    running = box.agent()
+    gate, in_validate, release = running._validator, threading.Event(), threading.Event()
+
+    def slow_gate(*args: Any) -> tuple[bool, str]:
+        in_validate.set()
+        release.wait(60)
+        return gate(*args)
+
+    running._validator = slow_gate
+    result: list[Phase] = []
+    worker = threading.Thread(target=lambda: result.append(running.install(bundle).phase))
+    worker.start()
+    try:
+        assert in_validate.wait(60)
+        seen = box.agent().resume()  # what `appliance update status` does meanwhile
+        assert seen.phase is Phase.VALIDATE and seen.version == "1.1.0"
+    finally:
+        release.set()
+        worker.join(60)
+    assert result == [Phase.DONE]
+    assert box.active_version() == "1.1.0"
