@@ -437,3 +437,13 @@ def test_adding_an_account_twice_says_what_to_do(state: Path) -> None:
     again = appliance(state, "users", "add", "alice", "--role", "admin", stdin=pw, check=False)
     assert again.returncode == 1 and "the account 'alice' exists already" in again.stderr
     assert "`appliance users list`" in again.stderr.split("what to do:")[1]
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])  # not an address; not this box's
+def test_dicom_serve_on_a_wrong_host_names_the_host_not_the_port(state: Path, host: str) -> None:
+    state.mkdir()
+    proc = appliance(state, "dicom", "serve", "--host", host, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"the DICOM receiver cannot listen on {host}" in proc.stderr
+    hint = proc.stderr.split("what to do:")[1]
+    assert "--host" in hint and "uses the port" not in hint

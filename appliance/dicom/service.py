@@ -9,7 +9,9 @@ Both share the spool and ``studies.db`` on the state partition (SQLite WAL serve
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +124,11 @@ def start_service(
             receiver = start_receiver(config, store, host=host, port=port)
         except OSError as exc:
             store.close()
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                raise ApplianceError(  # the address is wrong, not the port
+                    f"the DICOM receiver cannot listen on {host}: {exc.strerror}.",
+                    "Give --host an address of this machine, or leave it out to listen on all.",
+                ) from exc
             raise ApplianceError(
                 f"the DICOM receiver cannot listen on port {config.dicom_port}: {exc.strerror}.",
                 "Stop whatever uses the port (appliance-dicom.service?) or set dicom_port.",
