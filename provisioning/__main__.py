@@ -7,6 +7,7 @@ prints progress to stderr and the result to stdout, and is the only place that e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -288,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
     except ApplianceError as exc:
         print(f"appliance-vendor: error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -300,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "temporary name, so no half-written bundle is left (its number may be skipped).",
               file=sys.stderr)  # fmt: skip
         return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # the reader (`| head`) went away: stop as SIGPIPE would
     return code
 
 

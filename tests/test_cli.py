@@ -447,3 +447,20 @@ def test_dicom_serve_on_a_wrong_host_names_the_host_not_the_port(state: Path, ho
     assert f"the DICOM receiver cannot listen on {host}" in proc.stderr
     hint = proc.stderr.split("what to do:")[1]
     assert "--host" in hint and "uses the port" not in hint
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(state: Path) -> None:
+    """`appliance audit show | head -1`: the pipe closes before the command has written."""
+    state.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(APPLIANCE_CONFIG="/nonexistent", HOME=str(state / "home"))
+    proc = subprocess.Popen(
+        [*APPLIANCE, "--state-dir", str(state), "trust", "status"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141  # as if SIGPIPE had ended it, like other commands in a pipe

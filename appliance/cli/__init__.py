@@ -8,6 +8,7 @@ logged-in user whose role grants its permission; a denial is audited) or in :dat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -214,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # The state cannot be opened: no runtime, only the recovery path.
                 LockedConsole(reason, config.box_id).run()
                 return 0
-        return dispatch(args, config)
+        code = dispatch(args, config)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
     except ApplianceError as exc:
         print(f"appliance: error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -227,3 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("appliance: what to do: Run it again; an interrupted update is undone first "
               "(`appliance update status` shows it).", file=sys.stderr)  # fmt: skip
         return 130
+    except BrokenPipeError:
+        # `appliance audit show | head`: the reader has what it wanted; stop as SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return code

@@ -260,3 +260,18 @@ def test_a_key_file_below_a_file_names_that_file(vendor: Vendor) -> None:
     _, err = vendor.run("keys", "create", "--role", "root", "--out", blocker / "r.pem", code=1)
     hint = err.split("what to do:")[1]
     assert f"Make sure {blocker} is a writable folder" in hint and "state folder" not in hint
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioning", "keys", "create", "--role", "root",
+         "--out", str(tmp_path / "root.pem")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141
+    assert (tmp_path / "root.pem.pub").exists()  # the work was done; only the report was lost
