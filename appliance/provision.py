@@ -30,7 +30,11 @@ from appliance.runtime import Runtime
 from appliance.updates.agent import AgentPaths, import_vendor_root
 
 log = logging.getLogger(__name__)
-_HINT = "Fix the seed file (see appliance/provision.py for its format) and run it again."
+_HINT = (
+    'Fix the seed file and run it again. Its format: {"admin": {"username": ..., "password": '
+    '...}, "vendor_root": <root.json>, "service_accounts": [{"username": ..., "token_id": ..., '
+    '"secret_sha256": ...}]}, every part optional.'
+)
 
 
 def read_seed(path: Path) -> dict[str, Any]:
