@@ -265,6 +265,20 @@ def test_expiry_is_judged_by_signed_time_not_the_box_clock(sim: RepoSim) -> None
     assert verify(bundle, sim.trusted()).version == 1
 
 
+def test_metadata_expired_before_its_own_signed_not_before_is_refused(sim: RepoSim) -> None:
+    """A first bundle (no signed time seen yet) is still judged by the time it signs itself."""
+    stale = sim.forge(1, sim.signers(), expires=NOT_BEFORE - timedelta(days=1))
+    with pytest.raises(
+        MetadataExpiredError,
+        match=r"timestamp v1 expired on 2026-11-30T00:00:00Z, before 2026-12-01T00:00:00Z",
+    ):
+        verify(stale, sim.trusted())
+    # The vendor root too: a bundle signed after the root's expiry needs a rotated root.
+    late = sim.forge(1, sim.signers(), not_before=NOT_BEFORE + timedelta(days=3651))
+    with pytest.raises(MetadataExpiredError, match=r"root v1 expired on "):
+        verify(late, sim.trusted())
+
+
 # --- mixing bundles ------------------------------------------------------------------------------
 
 
