@@ -131,6 +131,14 @@ def test_bundle_signed_with_wrong_key_is_refused(sim: RepoSim) -> None:
     assert "0 of the 1 timestamp keys" in str(err.value)
 
 
+def test_forged_bundle_numbered_at_the_floor_is_reported_as_forged(sim: RepoSim) -> None:
+    """The bundle number is read only from a verified timestamp: a forgery is never "just old"."""
+    attacker = new_keys(4)
+    bundle = sim.forge(1, RoleSigners(attacker[:2], [attacker[2]], [attacker[3]]))
+    with pytest.raises(SignatureError, match=r"not trusted for timestamp"):
+        verify(bundle, sim.trusted(), floor=1)
+
+
 def test_targets_below_threshold_is_refused(sim: RepoSim) -> None:
     bundle = sim.forge(1, sim.signers(sim.targets_keys[:1]))
     with pytest.raises(SignatureError, match=r"targets v1 .* 1 of the 2 targets keys"):
