@@ -318,6 +318,12 @@ def test_mix_and_match_metadata_from_another_bundle_is_refused(sim: RepoSim) -> 
         verify(mixed, sim.trusted())
 
 
+def test_bundle_missing_a_signed_target_is_refused(sim: RepoSim) -> None:
+    dropped = rewrite(sim.build(), lambda ms: [m for m in ms if m[0].name != MODEL], "dropped")
+    with pytest.raises(BundleFormatError, match=rf"the bundle lacks {MODEL}: it is truncated"):
+        verify(dropped, sim.trusted())
+
+
 # --- sizes and integrity -------------------------------------------------------------------------
 
 
