@@ -11,7 +11,7 @@ import contextlib
 import io
 import json
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import TargetFile
 
 from appliance.config import Config
 from appliance.identity.roles import Role
@@ -164,16 +165,27 @@ class RepoSim:
         version: str = "1.0.0",
         not_before: datetime = NOT_BEFORE,
         expires: datetime | None = None,
+        hashes: Sequence[str] = ("sha256",),
+        extra: Mapping[str, bytes] | None = None,
     ) -> Path:
-        """A bundle signed by ``signers`` with none of the vendor tool's guards."""
-        manifest, files = load_model_dir(self.model(version))
+        """A bundle signed by ``signers`` with none of the vendor tool's guards: its targets
+        hashed with ``hashes``; ``extra`` files (name in the model folder: bytes) are written
+        into the folder after it was read, so they replace a listed file or ride along unlisted."""
+        folder = self.model(version)
+        manifest, files = load_model_dir(folder)
+        for name, data in (extra or {}).items():
+            (folder / name).write_bytes(data)
+            files[name] = folder / name
         targets = hash_targets(manifest, files)
+        if list(hashes) != ["sha256"]:
+            targets = {p: TargetFile.from_file(p, str(files[p.split("/", 2)[2]]), list(hashes))
+                       for p in targets}  # fmt: skip
         until = expires or not_before + timedelta(days=365)
         metadata = sign_roles(targets, number, not_before, until, signers)
         chain = root_chain(self.repo)
         members = [(f"{i + 1}.root.json", data) for i, data in enumerate(chain)]
         members += [(n, metadata[n]) for n in ("timestamp.json", "snapshot.json", "targets.json")]
-        target_files = [(f"{manifest.prefix}/{n}", files[n]) for n in manifest.files()]
+        target_files = [(f"{manifest.prefix}/{n}", path) for n, path in files.items()]
         path = self.out / f"forged-{number}-{self.count}.aplbundle"
         with path.open("wb") as fh:
             write_bundle(fh, members, target_files, mtime=0)

@@ -22,6 +22,7 @@ from appliance.updates.errors import (
     BundleFormatError,
     BundleSizeError,
     IncompatibleBundleError,
+    ManifestError,
     MetadataError,
     MetadataExpiredError,
     RollbackError,
@@ -322,6 +323,15 @@ def test_bundle_missing_a_signed_target_is_refused(sim: RepoSim) -> None:
     dropped = rewrite(sim.build(), lambda ms: [m for m in ms if m[0].name != MODEL], "dropped")
     with pytest.raises(BundleFormatError, match=rf"the bundle lacks {MODEL}: it is truncated"):
         verify(dropped, sim.trusted())
+
+
+def test_signed_file_the_manifest_does_not_list_is_refused(sim: RepoSim) -> None:
+    """The signed targets and the manifest's files must be the same set: nothing rides along."""
+    bundle = sim.forge(1, sim.signers(), extra={"payload.so": b"\x7fELF"})
+    with pytest.raises(
+        ManifestError, match=r"does not match the signed targets: .*chest-xray/1.0.0/payload.so"
+    ):
+        verify(bundle, sim.trusted())
 
 
 # --- sizes and integrity -------------------------------------------------------------------------
