@@ -334,6 +334,15 @@ def test_signed_file_the_manifest_does_not_list_is_refused(sim: RepoSim) -> None
         verify(bundle, sim.trusted())
 
 
+@pytest.mark.parametrize("hashes", [("md5",), ("sha256", "md5")])
+def test_target_without_sha256_or_with_an_unknown_hash_is_refused(
+    sim: RepoSim, hashes: tuple[str, ...]
+) -> None:
+    bundle = sim.forge(1, sim.signers(), hashes=hashes)
+    with pytest.raises(MetadataError, match=r"lacks a sha256 or has unknown hashes"):
+        verify(bundle, sim.trusted())
+
+
 # --- sizes and integrity -------------------------------------------------------------------------
 
 
