@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import tarfile
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from .conftest import (
     Member,
     RepoSim,
     file_member,
+    manifest_doc,
     model_bin,
     new_keys,
     read_members,
@@ -412,6 +414,14 @@ def test_decompression_bomb_is_refused(sim: RepoSim, tmp_path: Path) -> None:
 def test_oversized_metadata_file_is_refused(sim: RepoSim) -> None:
     bundle = replace(sim.build(), "metadata/targets.json", lambda d: d + b" " * (1 << 20))
     with pytest.raises(BundleSizeError, match=r"metadata/targets.json' claims \d+ bytes"):
+        verify(bundle, sim.trusted())
+
+
+def test_oversized_signed_manifest_is_refused(sim: RepoSim) -> None:
+    """The manifest is the one target kept whole in memory: even signed, it is capped at 1 MiB."""
+    padded = json.dumps(manifest_doc("chest-xray", "1.0.0")).encode() + b" " * (3 << 20)
+    bundle = sim.forge(1, sim.signers(), extra={"manifest.json": padded})
+    with pytest.raises(ManifestError, match=r"1.0.0/manifest.json is over 1 MiB"):
         verify(bundle, sim.trusted())
 
 
