@@ -376,6 +376,17 @@ def test_endless_target_stream_is_refused(sim: RepoSim) -> None:
     assert source.served < METADATA_BUDGET * 2
 
 
+def test_endless_header_after_the_signed_targets_is_refused(sim: RepoSim) -> None:
+    """Once verified, the budget grows by the signed lengths only: not for what follows them."""
+    members = read_members(sim.build())
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, 64 << 20
+    source = EndlessSource(tar_prefix(members) + pax.tobuf(tarfile.USTAR_FORMAT))
+    with pytest.raises(BundleSizeError, match=r"more than its signed metadata allows"):
+        verify(io.BufferedReader(source), sim.trusted())
+    assert source.served < METADATA_BUDGET * 2
+
+
 def test_hash_mismatch_is_refused(sim: RepoSim) -> None:
     flipped = replace(sim.build(), "model.bin", lambda d: bytes([d[0] ^ 1]) + d[1:])
     with pytest.raises(TargetIntegrityError, match=r"model.bin' has sha256 .*hash mismatch"):
