@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import tarfile
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -484,6 +485,17 @@ def test_device_file_member_is_refused(sim: RepoSim, kind: bytes, what: str) -> 
     device.type, device.devmajor, device.devminor = kind, 1, 5  # /dev/zero
     bundle = swap_member(sim.build(), MODEL, (device, None))
     with pytest.raises(UnsafeMemberError, match=rf"model.bin' is {what}"):
+        verify(bundle, sim.trusted())
+
+
+@pytest.mark.parametrize("kind", [tarfile.CONTTYPE, b"Z"])
+def test_member_of_another_tar_type_is_refused(sim: RepoSim, kind: bytes) -> None:
+    """tarfile reads a contiguous file or an unknown type as file data: only plain files pass."""
+    odd = tarfile.TarInfo(MODEL)
+    odd.type = kind
+    bundle = swap_member(sim.build(), MODEL, (odd, model_bin("1.0.0")))
+    problem = f"model.bin' is not a regular file (tar type {kind!r})"
+    with pytest.raises(UnsafeMemberError, match=re.escape(problem)):
         verify(bundle, sim.trusted())
 
 
