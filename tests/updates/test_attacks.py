@@ -499,6 +499,15 @@ def test_member_of_another_tar_type_is_refused(sim: RepoSim, kind: bytes) -> Non
         verify(bundle, sim.trusted())
 
 
+@pytest.mark.parametrize(
+    "name", ["targets/chest-xray/1.0.0/model.bin\x1b[2J", "targets/.hidden", "notes/readme.txt"]
+)
+def test_member_with_an_unusual_name_is_refused(sim: RepoSim, name: str) -> None:
+    bundle = insert_first(sim.build(), file_member(name, b"x"), "odd")
+    with pytest.raises(UnsafeMemberError, match=r"outside metadata/ and targets/ or with unusual"):
+        verify(bundle, sim.trusted())
+
+
 def test_duplicate_member_is_refused(sim: RepoSim) -> None:
     bundle = rewrite(sim.build(), lambda ms: [*ms, ms[-1]], "twice")
     with pytest.raises(BundleFormatError, match=r"appears twice"):
