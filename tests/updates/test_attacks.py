@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata, MetaFile, Root, Timestamp
 
+from appliance.errors import ApplianceError
 from appliance.updates import BoxProfile, TrustedState, load_trusted_state, save_trusted_state
+from appliance.updates.agent import AgentPaths, import_vendor_root
 from appliance.updates.bundle import METADATA_BUDGET
 from appliance.updates.errors import (
     BundleFormatError,
@@ -560,3 +562,16 @@ def test_tampered_vendor_root_is_refused_at_provisioning(sim: RepoSim) -> None:
 def test_missing_trusted_root_is_reported(tmp_path: Path) -> None:
     with pytest.raises(TrustedStateError, match=r"holds no trusted vendor root \(root.json\)"):
         load_trusted_state(tmp_path)
+
+
+def test_a_second_vendor_root_is_not_imported_over_the_first(sim: RepoSim, tmp_path: Path) -> None:
+    """Whoever may install updates must not make the box trust their own signing keys."""
+    paths = AgentPaths(tmp_path / "updates", tmp_path / "models")
+    import_vendor_root(paths, sim.first_root())
+    attacker = RepoSim(tmp_path / "attacker")
+    with pytest.raises(ApplianceError, match=r"already trusts a vendor root"):
+        import_vendor_root(paths, attacker.first_root())
+    trusted = load_trusted_state(paths.trusted)
+    assert trusted.root == sim.first_root()
+    with pytest.raises(SignatureError):
+        verify(attacker.build(), trusted)
