@@ -11,6 +11,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
 from appliance.store.slots import SlotName
 from appliance.trust.counter import TpmCounter
+from appliance.updates import load_trusted_state
 from appliance.updates.agent import Phase, ProgressEvent, UpdateAgent
 from appliance.updates.wiring import make_agent
 from provisioning.testmodel import build_model_dir
@@ -119,6 +121,21 @@ def test_rollback_to_the_previous_slot_counter_permitting(box: Box) -> None:
     TpmCounter(box.rt.tcti, box.config.counter_index).advance_to(box.floor() + 5)
     with pytest.raises(ApplianceError, match="below the anti-rollback floor"):
         box.agent().rollback_model("risk-demo")
+
+
+def test_installed_bundles_signed_time_refuses_metadata_stale_by_it(box: Box) -> None:
+    """Commit trusts the bundle's metadata: its signed not-before becomes the box's clock, so
+    metadata that had expired by then is refused (the TPM counter alone would let it in)."""
+    assert box.agent().install(box.bundle("1.0.0")).phase is Phase.DONE
+    assert load_trusted_state(box.agent().paths.trusted).reference_time() == NOT_BEFORE
+    stale = box.sim.forge(
+        2, box.sim.signers(), not_before=datetime(2026, 6, 1, tzinfo=UTC),
+        expires=datetime(2026, 11, 1, tzinfo=UTC),
+    )  # fmt: skip
+    state = box.agent().install(stale)
+    assert state.phase is Phase.FAILURE, state.reason
+    assert "refused: timestamp.json is expired" in (state.reason or "")
+    assert box.active_version() == "1.0.0"
 
 
 def _cli_install(
