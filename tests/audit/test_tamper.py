@@ -355,3 +355,17 @@ def test_checkpoint_replayed_from_earlier_in_the_log_is_detected(
         fh.write(replayed)
     errors = _errors(verify(log.directory, key, anchor))
     assert "record 11 appears twice (a copy was inserted or replayed)" in errors
+
+
+def test_duplicate_key_that_other_readers_see_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    """JSON may repeat a key: the verifier reads the last value, other tools may read the first.
+    Only the canonical line is accepted, so no reader is shown a value the hash does not cover."""
+    path, i = _where(log.directory, 17)
+    lines = _lines(path)
+    lines[i] = b'{"actor":"mallory",' + lines[i][1:]
+    path.write_bytes(b"".join(lines))
+    assert parse_record(lines[i]).actor != "mallory"  # the hash still matches what json reads
+    report = verify(log.directory, key, anchor)
+    assert _errors(report) == ["record 17 was modified (its bytes are not in canonical form)"]
