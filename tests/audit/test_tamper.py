@@ -369,3 +369,17 @@ def test_duplicate_key_that_other_readers_see_is_detected(
     assert parse_record(lines[i]).actor != "mallory"  # the hash still matches what json reads
     report = verify(log.directory, key, anchor)
     assert _errors(report) == ["record 17 was modified (its bytes are not in canonical form)"]
+
+
+def test_newest_record_moved_to_a_file_of_its_own_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    """The head signs the file that holds the newest record (and its size there)."""
+    last = _files(log.directory)[-1]
+    lines = _lines(last)
+    newest = parse_record(lines[-1]).seq
+    last.write_bytes(b"".join(lines[:-1]))
+    moved = log.directory / f"audit-{int(last.name[6:12]) + 1:06d}.log"
+    moved.write_bytes(lines[-1])
+    errors = _errors(verify(log.directory, key, anchor))
+    assert errors == [f"record {newest} is in {moved.name} but the head says {last.name}"]
