@@ -383,3 +383,25 @@ def test_newest_record_moved_to_a_file_of_its_own_is_detected(
     moved.write_bytes(lines[-1])
     errors = _errors(verify(log.directory, key, anchor))
     assert errors == [f"record {newest} is in {moved.name} but the head says {last.name}"]
+
+
+def test_oldest_file_deleted_behind_a_forged_prune_record_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    """Only an acknowledged retention-prune record accounts for deleted files: one appended
+    after the head (its SHA-256 link needs no key) does not."""
+    oldest = _files(log.directory)[0]
+    last = parse_record(_lines(oldest)[-1])
+    oldest.unlink()
+    last_file = _files(log.directory)[-1]
+    newest = parse_record(_lines(last_file)[-1])
+    detail = {"file": oldest.name, "last_deleted_seq": last.seq, "last_deleted_hash": last.hash}
+    prune = make_record(
+        seq=newest.seq + 1, time=newest.time, event=AuditEvent.RETENTION_PRUNE,
+        outcome=Outcome.SUCCESS, actor="appliance", prev=newest.hash, detail=detail,
+    )  # fmt: skip
+    with last_file.open("ab") as fh:
+        fh.write(prune.to_line())
+    errors = _errors(verify(log.directory, key, anchor))
+    gone = f"records 1 to {last.seq} are missing and no retention-prune record accounts for them"
+    assert errors == [f"the log starts at record {last.seq + 1}: {gone}"]
