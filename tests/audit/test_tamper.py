@@ -26,6 +26,7 @@ from appliance.audit import (
 )
 from appliance.audit.records import make_record, parse_head, parse_record
 from appliance.errors import StorageError
+from tests.conftest import running_swtpm
 
 INDEX = 0x01500021
 EVERY = 10  # with 8200-byte files: file 1 holds 1..20, checkpoints at 11 and 20
@@ -405,3 +406,14 @@ def test_oldest_file_deleted_behind_a_forged_prune_record_is_detected(
     errors = _errors(verify(log.directory, key, anchor))
     gone = f"records 1 to {last.seq} are missing and no retention-prune record accounts for them"
     assert errors == [f"the log starts at record {last.seq + 1}: {gone}"]
+
+
+def test_log_checked_against_another_tpm_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    value = anchor.read()
+    assert value > 1
+    with running_swtpm() as other:
+        errors = _errors(verify(log.directory, key, TpmCheckpointAnchor(other.tcti, INDEX)))
+    said = f"the newest checkpoint carries anchor {value} but the TPM counter is only 0"
+    assert errors == [f"{said}: the log belongs to another TPM"]
