@@ -24,7 +24,7 @@ from appliance.audit import (
     record_hash,
     verify,
 )
-from appliance.audit.records import make_record, parse_head, parse_record
+from appliance.audit.records import make_record, parse_head, parse_record, sign_head
 from appliance.errors import StorageError
 from tests.conftest import running_swtpm
 
@@ -417,3 +417,26 @@ def test_log_checked_against_another_tpm_is_detected(
         errors = _errors(verify(log.directory, key, TpmCheckpointAnchor(other.tcti, INDEX)))
     said = f"the newest checkpoint carries anchor {value} but the TPM counter is only 0"
     assert errors == [f"{said}: the log belongs to another TPM"]
+
+
+def test_checkpoint_anchor_going_down_is_detected_even_with_the_key(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    """Whoever holds the key can re-sign a checkpoint, but not make the anchors go back down."""
+    newest = log.checkpoint()
+    path = _files(log.directory)[-1]
+    lines = _lines(path)
+    assert parse_record(lines[-1]) == newest
+    forged = make_record(
+        seq=newest.seq, time=newest.time, event=AuditEvent.CHECKPOINT, outcome=newest.outcome,
+        actor=newest.actor, prev=newest.prev, detail=newest.detail, anchor=1, key=key,
+    )  # fmt: skip
+    path.write_bytes(b"".join([*lines[:-1], forged.to_line()]))
+    head = sign_head(key, seq=forged.seq, hash=forged.hash, file=path.name,
+                     size=path.stat().st_size, checkpoint=forged.seq)  # fmt: skip
+    (log.directory / "head.json").write_bytes(head.to_bytes())
+    errors = _errors(verify(log.directory, key, anchor))
+    assert any(
+        f"record {forged.seq} carries anchor 1 after anchor" in e and "replayed" in e
+        for e in errors
+    )
