@@ -7,6 +7,7 @@ with the files the way an attacker would, and checks the verdict and the exact f
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -440,3 +441,19 @@ def test_checkpoint_anchor_going_down_is_detected_even_with_the_key(
         f"record {forged.seq} carries anchor 1 after anchor" in e and "replayed" in e
         for e in errors
     )
+
+
+@pytest.mark.parametrize("field", ["seq", "hash", "file", "size", "checkpoint"])
+def test_head_with_any_field_edited_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor, field: str
+) -> None:
+    """The head's signature covers every field: hiding a truncation takes only one edit."""
+    path = log.directory / "head.json"
+    head = json.loads(path.read_bytes())
+    assert head["file"] != "audit-000001.log" and head["checkpoint"] > 0
+    edits = {"seq": head["seq"] - 3, "hash": "0" * 64, "file": "audit-000001.log",
+             "size": head["size"] - 1, "checkpoint": head["checkpoint"] - 1}  # fmt: skip
+    head[field] = edits[field]
+    path.write_bytes(json.dumps(head).encode())
+    errors = _errors(verify(log.directory, key, anchor))
+    assert "head.json is not valid: bad signature (rewritten or signed with another key)" in errors
