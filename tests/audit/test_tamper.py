@@ -457,3 +457,23 @@ def test_head_with_any_field_edited_is_detected(
     path.write_bytes(json.dumps(head).encode())
     errors = _errors(verify(log.directory, key, anchor))
     assert "head.json is not valid: bad signature (rewritten or signed with another key)" in errors
+
+
+FIELD_EDITS = {
+    "time": "2031-01-01T00:00:00.000Z", "event": AuditEvent.LOGIN, "outcome": Outcome.FAILURE,
+    "actor": "mallory", "role": "admin", "subject": "0" * 32, "model": "other-9.9",
+    "detail": {"n": 99}, "flagged": True, "prev": "f" * 64,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_EDITS))
+def test_any_field_edited_in_canonical_form_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor, field: str
+) -> None:
+    """Every field is in the record's hash: an edit that keeps the line canonical still shows."""
+    path, i = _where(log.directory, 17)
+    lines = _lines(path)
+    lines[i] = dataclasses.replace(parse_record(lines[i]), **{field: FIELD_EDITS[field]}).to_line()
+    path.write_bytes(b"".join(lines))
+    errors = _errors(verify(log.directory, key, anchor))
+    assert "record 17 was modified (its hash does not match its content)" in errors
