@@ -477,3 +477,20 @@ def test_any_field_edited_in_canonical_form_is_detected(
     path.write_bytes(b"".join(lines))
     errors = _errors(verify(log.directory, key, anchor))
     assert "record 17 was modified (its hash does not match its content)" in errors
+
+
+def test_checkpoint_anchor_raised_and_log_rechained_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    """An old checkpoint's anchor raised to the TPM's value (to cover a later rollback) breaks
+    that checkpoint's signature, even with every SHA-256 link after it recomputed."""
+    files = _files(log.directory)
+    records = [(p, parse_record(raw)) for p in files for raw in _lines(p)]
+    at = next(i for i, (_, r) in enumerate(records) if r.event is AuditEvent.CHECKPOINT)
+    edited = dataclasses.replace(records[at][1], anchor=anchor.read())
+    chained = _rechain([edited] + [r for _, r in records[at + 1 :]], edited.prev, edited.seq)
+    final = records[:at] + [(p, r) for (p, _), r in zip(records[at:], chained, strict=True)]
+    for path in files:
+        path.write_bytes(b"".join(r.to_line() for p, r in final if p == path))
+    errors = _errors(verify(log.directory, key, anchor))
+    assert f"checkpoint at record {edited.seq} has a bad signature ({BAD_MAC})" in errors
