@@ -173,3 +173,25 @@ def test_kill_9_during_group_commits_loses_no_acknowledged_record(
         assert acknowledged <= stored, f"lost acknowledged records {acknowledged - stored}"
     AuditLog(directory, key, anchor).checkpoint()  # confirms a checkpoint a kill left unanchored
     assert verify(directory, key, anchor).problems == []
+
+
+@pytest.mark.parametrize("edit", ["field", "duplicate-key"])
+def test_batch_tail_edited_keeping_its_hash_and_mac_is_not_kept(
+    tmp_path: Path, key: bytes, anchor: TpmCheckpointAnchor, edit: str
+) -> None:
+    """A crash batch is kept only if each record is intact: its batch MAC signs the hash, and the
+    hash must still match the content (and the line be the canonical one)."""
+    directory = tmp_path / "audit"
+    log, head = _log_and_first_head(directory, key, anchor)
+    log.append_many(_drafts(log, 3))
+    (directory / "head.json").write_bytes(head)
+    path = directory / "audit-000001.log"
+    lines = path.read_bytes().splitlines(keepends=True)
+    if edit == "field":  # the stored hash and batch MAC kept as they were
+        lines[-1] = dataclasses.replace(parse_record(lines[-1]), actor="someone-else").to_line()
+    else:  # readers that take a repeated key's first value see another actor
+        lines[-1] = b'{"actor":"someone-else",' + lines[-1][1:]
+    path.write_bytes(b"".join(lines))
+    assert not verify(directory, key, anchor).ok
+    with pytest.raises(StorageError, match="more than one unacknowledged line"):
+        log.append(AuditEvent.LOGIN, actor="z", outcome=Outcome.SUCCESS)
