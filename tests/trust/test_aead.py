@@ -181,6 +181,16 @@ def test_reordered_chunks_are_refused() -> None:
         unseal(bytes(repeated))
 
 
+def test_equal_chunks_never_share_a_keystream() -> None:
+    """Each chunk has a nonce of its own: repeated plaintext (zero padding in weights is common)
+    must not give repeated ciphertext, which would also show that the GCM keystream repeats."""
+    blob = seal(bytes(3 * CHUNK))
+    bodies = [blob[chunk(i)][:CHUNK] for i in range(3)]
+    assert len(set(bodies)) == 3
+    again = seal(bytes(3 * CHUNK))  # and a new file of the same model never reuses one either
+    assert not {again[chunk(i)][:CHUNK] for i in range(3)} & set(bodies)
+
+
 @pytest.mark.parametrize(
     ("model", "version"), [("head-ct", VERSION), (MODEL, "1.2.1"), (MODEL, VERSION)]
 )
