@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -10,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tpm2_pytss import TSS2_Exception
+from tpm2_pytss.constants import ESYS_TR
+from tpm2_pytss.types import TPM2B_PRIVATE, TPM2B_PUBLIC
 
 from appliance.config import Config
 from appliance.errors import (
@@ -157,6 +161,25 @@ def test_recovery_can_seal_to_predicted_values(tpm: Tpm, config: Config) -> None
         store.unseal_all(tpm)
     tpm.pcr_extend(11, MEASUREMENT)
     assert store.unseal_all(tpm) == keys
+
+
+def test_sealed_key_is_not_released_by_password_auth(tpm: Tpm, config: Config) -> None:
+    """Another OS on the box loads the sealed blob and asks with the empty password instead of
+    the PCR policy: the object has no user auth, so the TPM refuses."""
+    core.enroll(tpm, config)
+    tpm.pcr_extend(7, MEASUREMENT)  # what booting something else does
+    doc = json.loads((config.trust_dir / "audit.sealed.json").read_text())["sealings"][0]
+    public, _ = TPM2B_PUBLIC.unmarshal(base64.b64decode(doc["public"]))
+    private, _ = TPM2B_PRIVATE.unmarshal(base64.b64decode(doc["private"]))
+    esapi = tpm._esapi  # the test plays another TPM client, not the appliance
+    with tpm._primary() as primary:
+        sealed = esapi.load(primary, private, public)
+        try:
+            with pytest.raises(TSS2_Exception):
+                esapi.unseal(sealed, session1=ESYS_TR.PASSWORD)
+        finally:
+            esapi.flush_context(sealed)
+    assert tpm.loaded_handles() == 0
 
 
 def test_enrolling_twice_is_refused(tpm: Tpm, config: Config) -> None:
