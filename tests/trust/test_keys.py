@@ -182,6 +182,20 @@ def test_sealed_key_is_not_released_by_password_auth(tpm: Tpm, config: Config) -
     assert tpm.loaded_handles() == 0
 
 
+def test_recovered_keys_are_sealed_to_every_configured_pcr(tpm: Tpm, config: Config) -> None:
+    """Recovery re-seals to the whole PCR set: afterwards a change of any of them still locks."""
+    code = core.enroll(tpm, config)
+    store = core.key_store(config)
+    tpm.pcr_extend(7, MEASUREMENT)
+    store.recover(tpm, code)
+    for pcr in config.pcrs:
+        tpm.pcr_extend(pcr, MEASUREMENT)
+        with pytest.raises(PcrMismatchError) as err:
+            store.unseal(tpm, KeyName.MODEL_STORE)
+        assert err.value.differing == (pcr,)
+        store.recover(tpm, code)
+
+
 def test_enrolling_twice_is_refused(tpm: Tpm, config: Config) -> None:
     core.enroll(tpm, config)
     with pytest.raises(AlreadyEnrolledError, match="recover"):
