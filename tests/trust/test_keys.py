@@ -21,6 +21,7 @@ from appliance.errors import (
     NotEnrolledError,
     PcrMismatchError,
     RecoveryCodeError,
+    TrustError,
 )
 from appliance.trust import core
 from appliance.trust.keys import KeyName, KeyStore
@@ -194,6 +195,17 @@ def test_recovered_keys_are_sealed_to_every_configured_pcr(tpm: Tpm, config: Con
             store.unseal(tpm, KeyName.MODEL_STORE)
         assert err.value.differing == (pcr,)
         store.recover(tpm, code)
+
+
+def test_planned_change_of_a_pcr_outside_the_sealed_set_is_refused(
+    tpm: Tpm, config: Config
+) -> None:
+    core.enroll(tpm, config)
+    store = core.key_store(config)
+    files = {p: p.read_bytes() for p in config.trust_dir.iterdir()}
+    with pytest.raises(TrustError, match=r"PCR 0 is not in the sealed PCR set \(7, 11\)"):
+        store.plan_pcr_change(tpm, {0: bytes(32)})
+    assert {p: p.read_bytes() for p in config.trust_dir.iterdir()} == files
 
 
 def test_enrolling_twice_is_refused(tpm: Tpm, config: Config) -> None:
