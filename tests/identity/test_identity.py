@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from appliance.audit.records import AuditEvent
@@ -233,3 +235,18 @@ def test_policy_comes_from_config(runtime: Runtime) -> None:
     policy = IdentityPolicy.from_config(runtime.config)
     assert policy.session_idle_s == 15 * 60
     assert policy.lockout_threshold == 5
+
+
+def test_token_issued_to_a_disabled_account_is_refused(
+    identity: IdentityService, admin: Principal
+) -> None:
+    """Disabling revokes the tokens there are; a token minted or seeded later is refused too."""
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    identity.disable(admin, "pacs")
+    issued = identity.issue_service_token(admin, "pacs")
+    secret = "s" * 43
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    identity.enroll_service_token("pacs", "0123456789ab", digest)
+    for token in (issued.token, f"apl_0123456789ab_{secret}"):
+        with pytest.raises(SessionExpiredError, match="ended or revoked"):
+            identity.authenticate(token)
