@@ -250,3 +250,15 @@ def test_token_issued_to_a_disabled_account_is_refused(
     for token in (issued.token, f"apl_0123456789ab_{secret}"):
         with pytest.raises(SessionExpiredError, match="ended or revoked"):
             identity.authenticate(token)
+
+
+def test_service_token_is_refused_at_the_second_it_expires(
+    timed: IdentityService, admin: Principal, clock: Clock
+) -> None:
+    timed.add_account(admin, "pacs", Role.SERVICE, None)
+    issued = timed.issue_service_token(admin, "pacs")
+    clock.now = issued.expires - 1
+    assert timed.authenticate(issued.token).username == "pacs"
+    clock.now = issued.expires
+    with pytest.raises(SessionExpiredError, match="the session expired"):
+        timed.authenticate(issued.token)
