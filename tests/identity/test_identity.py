@@ -262,3 +262,15 @@ def test_service_token_is_refused_at_the_second_it_expires(
     clock.now = issued.expires
     with pytest.raises(SessionExpiredError, match="the session expired"):
         timed.authenticate(issued.token)
+
+
+def test_service_account_has_no_password_to_log_in_with(
+    identity: IdentityService, admin: Principal
+) -> None:
+    """Service accounts authenticate by token only: no password opens an interactive login."""
+    with pytest.raises(AccountError, match="service accounts have no password"):
+        identity.add_account(admin, "pacs", Role.SERVICE, PASSWORD)
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    for guess in (PASSWORD, "", "any password at all"):
+        with pytest.raises(AuthenticationError):
+            identity.login("pacs", guess)
