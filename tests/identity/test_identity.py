@@ -274,3 +274,15 @@ def test_service_account_has_no_password_to_log_in_with(
     for guess in (PASSWORD, "", "any password at all"):
         with pytest.raises(AuthenticationError):
             identity.login("pacs", guess)
+
+
+@pytest.mark.parametrize("role", [Role.CLINICIAN, Role.ADMIN, Role.BREAK_GLASS])
+def test_service_token_for_a_person_is_refused(
+    identity: IdentityService, admin: Principal, role: Role
+) -> None:
+    """A service token lives for days with no idle logoff: never for a person's account."""
+    if role is not Role.ADMIN:
+        identity.add_account(admin, "bob", role, PASSWORD)
+    name = "alice" if role is Role.ADMIN else "bob"
+    with pytest.raises(AccountError, match=f"'{name}' is not a service account"):
+        identity.issue_service_token(admin, name)
