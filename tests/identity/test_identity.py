@@ -286,3 +286,16 @@ def test_service_token_for_a_person_is_refused(
     name = "alice" if role is Role.ADMIN else "bob"
     with pytest.raises(AccountError, match=f"'{name}' is not a service account"):
         identity.issue_service_token(admin, name)
+
+
+def test_only_a_user_manager_sets_another_users_password(
+    identity: IdentityService, admin: Principal
+) -> None:
+    """Anyone may change their own password; setting someone else's would take their account."""
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    bob, _ = identity.login("bob", PASSWORD)
+    with pytest.raises(PermissionDeniedError, match="may not change another user's password"):
+        identity.set_password(bob, "alice", "bob owns the admin now")
+    identity.login("alice", ADMIN_PASSWORD)
+    identity.set_password(bob, "bob", "a new long passphrase")
+    identity.login("bob", "a new long passphrase")
