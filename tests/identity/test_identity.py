@@ -299,3 +299,31 @@ def test_only_a_user_manager_sets_another_users_password(
     identity.login("alice", ADMIN_PASSWORD)
     identity.set_password(bob, "bob", "a new long passphrase")
     identity.login("bob", "a new long passphrase")
+
+
+@pytest.mark.parametrize(
+    "act",
+    ["disable", "unlock", "issue_service_token", "revoke", "acknowledge_break_glass"],
+)
+def test_account_operations_need_their_permission(
+    identity: IdentityService, admin: Principal, act: str
+) -> None:
+    """A clinician cannot unlock a brute-forced account, revoke others' tokens, and the like."""
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    token = identity.issue_service_token(admin, "pacs")
+    identity.add_account(admin, "er-doctor", Role.BREAK_GLASS, PASSWORD)
+    identity.login("er-doctor", PASSWORD, reason="stroke alert")
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    bob, _ = identity.login("bob", PASSWORD)
+    use = identity.unacknowledged_break_glass()[0].id
+    calls = {
+        "disable": lambda: identity.disable(bob, "pacs"),
+        "unlock": lambda: identity.unlock(bob, "pacs"),
+        "issue_service_token": lambda: identity.issue_service_token(bob, "pacs"),
+        "revoke": lambda: identity.revoke(bob, token.token_id),
+        "acknowledge_break_glass": lambda: identity.acknowledge_break_glass(bob, use),
+    }
+    with pytest.raises(PermissionDeniedError, match=r"bob \(clinician\) may not"):
+        calls[act]()
+    assert identity.authenticate(token.token).username == "pacs"
+    assert [u.id for u in identity.unacknowledged_break_glass()] == [use]
