@@ -63,6 +63,11 @@ vm: image ## boot the image under QEMU: the console on this terminal, the API on
 test: deps venv image ## the whole suite: ruff, mypy --strict, tests on real swtpm instances, the QEMU boot test
 	$(VENV)/bin/pytest
 
+lint: venv ## ruff (lint and format) and mypy --strict, as tests/test_linters.py runs them
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 bench: deps venv ## benchmarks (print tables and name: value lines)
 	@command -v wrk >/dev/null || (echo "bench: installing wrk" && $(SUDO) apt-get install -y -q wrk)
 	$(PY) -m pip install -q --find-links $(WHEEL_CACHE) -e '.[test,bench]'

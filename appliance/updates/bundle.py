@@ -241,7 +241,9 @@ class BundleReader:
             return None
         _check_member(info)
         if info.name in self._seen:
-            raise BundleFormatError(f"bundle member '{info.name}' appears twice.", DO_NOT_INSTALL)
+            raise BundleFormatError(
+                f"bundle member '{shown(info.name)}' appears twice.", DO_NOT_INSTALL
+            )
         if info.offset_data != self._data.pos:  # tarfile read exactly the header: a bug guard
             raise ValueError(f"{info.name}: data at {info.offset_data}, reader at {self._data.pos}")
         self._seen.add(info.name)
@@ -354,11 +356,13 @@ def read_metadata(reader: BundleReader) -> tuple[RawMetadata, Member | None]:
         name = member.name.removeprefix(f"{METADATA_DIR}/")
         root = _ROOT_FILE.fullmatch(name)
         if not root and name not in ROLE_FILES:
-            raise BundleFormatError(f"unexpected bundle member '{member.name}'.", DO_NOT_INSTALL)
+            raise BundleFormatError(
+                f"unexpected bundle member '{shown(member.name)}'.", DO_NOT_INSTALL
+            )
         if member.size > MAX_METADATA_BYTES:
             raise BundleSizeError(
-                f"bundle member '{member.name}' claims {member.size} bytes; metadata files may "
-                f"have at most {MAX_METADATA_BYTES}.",
+                f"bundle member '{shown(member.name)}' claims {member.size} bytes; metadata "
+                f"files may have at most {MAX_METADATA_BYTES}.",
                 DO_NOT_INSTALL,
             )
         data = reader.read(member, member.size)
@@ -463,6 +467,13 @@ def _peek(fh: BinaryIO) -> bytes:
     return b""
 
 
+def shown(text: str, limit: int = 200) -> str:
+    """A name from a bundle as a refusal may quote it: control characters (a terminal escape
+    meant for the console that shows the reason) and non-ASCII escaped, and cut to ``limit``."""
+    safe = ascii(text)[1:-1]
+    return safe if len(safe) <= limit else f"{safe[:limit]}..."
+
+
 def _check_member(info: tarfile.TarInfo) -> None:
     """Refuse a member that is not a regular file with a plain relative name."""
     name, problem = info.name, ""
@@ -472,9 +483,9 @@ def _check_member(info: tarfile.TarInfo) -> None:
     elif ".." in parts:
         problem = "climbs out of the bundle with '..' (path traversal)"
     elif info.issym():
-        problem = f"is a symbolic link (to '{info.linkname}')"
+        problem = f"is a symbolic link (to '{shown(info.linkname)}')"
     elif info.islnk():
-        problem = f"is a hard link (to '{info.linkname}')"
+        problem = f"is a hard link (to '{shown(info.linkname)}')"
     elif info.ischr() or info.isblk():
         problem = "is a device file"
     elif info.isfifo():
@@ -491,7 +502,7 @@ def _check_member(info: tarfile.TarInfo) -> None:
         problem = "has a name outside metadata/ and targets/ or with unusual characters"
     if problem:
         raise UnsafeMemberError(
-            f"bundle member '{name}' {problem}; bundles hold only regular files under "
+            f"bundle member '{shown(name)}' {problem}; bundles hold only regular files under "
             "metadata/ and targets/.",
             DO_NOT_INSTALL,
         )
