@@ -1,4 +1,4 @@
-"""Atomic, durable file writes.
+"""Atomic, durable file writes, and the lock files that keep processes apart.
 
 Every file the box must not lose is written here: a temporary file in the same folder, fsync,
 ``os.replace`` over the target, then fsync of the folder so that the rename itself survives a
@@ -8,6 +8,7 @@ power cut (the pattern of python-tuf's ``_persist_metadata``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,34 @@ from pathlib import Path
 from typing import BinaryIO
 
 from appliance.errors import StorageError
+
+
+@contextlib.contextmanager
+def flocked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[int | None]:
+    """Hold an flock on ``path`` (created if missing) for the block, across processes; yield its
+    file descriptor, or None when ``wait`` is False and another holder excludes this one.
+
+    Each call opens its own descriptor, so two threads of one process exclude each other too.
+    Raises StorageError when the file cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot open the lock file {path}: {exc.strerror}.",
+            f"Check that {path.parent} exists and is writable (the state partition mounted "
+            "read-write).",
+        ) from exc
+    try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def fsync_dir(path: Path) -> None:

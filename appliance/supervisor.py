@@ -9,7 +9,6 @@ join as they land. It prints what it started and where, tells systemd it is read
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from appliance.config import Config
-from appliance.errors import AlreadyRunningError, ApplianceError, StorageError
+from appliance.errors import AlreadyRunningError, ApplianceError
+from appliance.fsutil import flocked
 from appliance.runtime import Runtime
 from appliance.trust import core
 from appliance.trust.connection import tpm_endpoint
@@ -59,28 +59,18 @@ def _sole_run(state_dir: Path) -> Iterator[None]:
     Two runs on one state would share its TPM, keys, models and spool while each believed it
     owned them; the second would only fail later, at the API port, with a misleading hint.
     """
-    path = state_dir / RUN_LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot open {path}: {exc.strerror}.", "Check the state folder is writable."
-        ) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    with flocked(state_dir / RUN_LOCK, wait=False) as fd:
+        if fd is None:
+            with (state_dir / RUN_LOCK).open("rb") as fh:
+                pid = fh.read(32).decode(errors="replace").strip() or "unknown"
             raise AlreadyRunningError(
                 f"another `appliance run` already uses {state_dir} (pid {pid}).",
                 "Stop that one first (Ctrl-C where it runs, or `systemctl stop appliance`); "
                 "a second appliance on this machine needs its own --state-dir.",
-            ) from None
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _run(config: Config, out: TextIO, stop: threading.Event | None) -> int:

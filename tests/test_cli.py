@@ -21,6 +21,7 @@ from appliance.config import Config
 from appliance.setup.site import SiteIdentity, save_site
 from appliance.trust.swtpm import Swtpm
 from provisioning.__main__ import build_parser as build_vendor_parser
+from tests.conftest import wait_for_reader
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
@@ -303,17 +304,6 @@ def test_an_empty_state_dir_is_refused_not_the_current_folder(state: Path) -> No
     assert list(state.iterdir()) == [], "the box's state went into the current folder"
 
 
-def _wait_for_reader(fifo: Path) -> int:
-    """Open ``fifo`` for writing once a process has it open for reading (it then blocks)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:  # ENXIO: no reader yet
-            time.sleep(0.05)
-    pytest.fail(f"nothing opened {fifo}")
-
-
 def test_ctrl_c_says_the_command_did_not_finish(state: Path) -> None:
     state.mkdir()
     fifo = state / "pw"
@@ -326,7 +316,7 @@ def test_ctrl_c_says_the_command_did_not_finish(state: Path) -> None:
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env,
     )  # fmt: skip
-    writer = _wait_for_reader(fifo)  # the command waits for its password: the technician quits
+    writer = wait_for_reader(fifo)  # the command waits for its password: the technician quits
     try:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

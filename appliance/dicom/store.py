@@ -22,10 +22,8 @@ A study's life (a transition table, pynetdicom ``fsm.py`` style)::
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +40,7 @@ from pydicom.errors import InvalidDicomError
 from appliance.config import Config
 from appliance.dicom.checks import InstanceInfo
 from appliance.errors import StorageError
-from appliance.fsutil import atomic_writer, fsync_dir
+from appliance.fsutil import atomic_writer, flocked, fsync_dir
 from appliance.sqlitedb import Database
 
 log = logging.getLogger(__name__)
@@ -194,23 +192,8 @@ class StudyStore:
         """Hold ``.spool.lock`` (flock, so across processes: the receiver may run in
         appliance-dicom.service, pruning in ``appliance run``). Yields whether it is held: False
         only when ``wait`` is False and another holder excludes this one."""
-        try:
-            fd = os.open(self.root / SPOOL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot open the DICOM spool lock in {self.root}: {exc.strerror}.",
-                "Check that the state partition is mounted read-write.",
-            ) from exc
-        try:
-            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-            try:
-                fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # releases the lock
+        with flocked(self.root / SPOOL_LOCK, shared=shared, wait=wait) as fd:
+            yield fd is not None
 
     def _index(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
         with self.transaction():

@@ -31,7 +31,6 @@ therefore always runs either the old or the new model.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -47,7 +46,7 @@ from typing import Protocol
 from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.errors import ApplianceError, StorageError
-from appliance.fsutil import atomic_write
+from appliance.fsutil import atomic_write, flocked
 from appliance.store.slots import ModelStore, SlotName, SlotWriter
 from appliance.updates.bundle import Writer
 from appliance.updates.manifest import BoxProfile, Manifest
@@ -231,21 +230,17 @@ class UpdateAgent:
         Yields False, without the lock, when ``wait`` is off and another process holds it.
         """
         self.paths.updates.mkdir(parents=True, exist_ok=True)
-        fd = os.open(
-            self.paths.updates / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not wait:
-                    yield False
-                    return
-                self._progress(Phase.IDLE, 0, 1, "waiting for the update already running")
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        path = self.paths.updates / "agent.lock"
+        with flocked(path, wait=False) as fd:
+            if fd is not None:
+                yield True
+                return
+        if not wait:
+            yield False
+            return
+        self._progress(Phase.IDLE, 0, 1, "waiting for the update already running")
+        with flocked(path):
             yield True
-        finally:
-            os.close(fd)  # releases the lock
 
     def install(self, bundle: Path) -> AgentState:
         """Take ``bundle`` through the whole machine; returns the final state (DONE or FAILURE).

@@ -127,15 +127,23 @@ def test_head_restored_two_batches_old_is_detected(
         log.append(AuditEvent.LOGIN, actor="z", outcome=Outcome.SUCCESS)
 
 
-def test_batch_tail_edited_without_the_key_is_detected_and_not_kept(
-    tmp_path: Path, key: bytes, anchor: TpmCheckpointAnchor
-) -> None:
-    directory = tmp_path / "audit"
+def _unacknowledged_batch(
+    directory: Path, key: bytes, anchor: TpmCheckpointAnchor
+) -> tuple[AuditLog, Path, list[bytes]]:
+    """A log whose last batch of 3 reached the disk but not the head (a crash in between):
+    the log, its file and the file's lines."""
     log, head = _log_and_first_head(directory, key, anchor)
     log.append_many(_drafts(log, 3))
     (directory / "head.json").write_bytes(head)
     path = directory / "audit-000001.log"
-    lines = path.read_bytes().splitlines(keepends=True)
+    return log, path, path.read_bytes().splitlines(keepends=True)
+
+
+def test_batch_tail_edited_without_the_key_is_detected_and_not_kept(
+    tmp_path: Path, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    directory = tmp_path / "audit"
+    log, path, lines = _unacknowledged_batch(directory, key, anchor)
     # The attacker renames the actor of the last tail record and recomputes nothing it cannot:
     # the batch MAC over the new hash needs the key.
     rec = parse_record(lines[-1])
@@ -182,11 +190,7 @@ def test_batch_tail_edited_keeping_its_hash_and_mac_is_not_kept(
     """A crash batch is kept only if each record is intact: its batch MAC signs the hash, and the
     hash must still match the content (and the line be the canonical one)."""
     directory = tmp_path / "audit"
-    log, head = _log_and_first_head(directory, key, anchor)
-    log.append_many(_drafts(log, 3))
-    (directory / "head.json").write_bytes(head)
-    path = directory / "audit-000001.log"
-    lines = path.read_bytes().splitlines(keepends=True)
+    log, path, lines = _unacknowledged_batch(directory, key, anchor)
     if edit == "field":  # the stored hash and batch MAC kept as they were
         lines[-1] = dataclasses.replace(parse_record(lines[-1]), actor="someone-else").to_line()
     else:  # readers that take a repeated key's first value see another actor

@@ -9,13 +9,13 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from appliance.updates import TrustedState, verify_bundle
 from provisioning.__main__ import main
+from tests.conftest import wait_for_reader
 
 from .conftest import BOX, manifest_doc, model_bin, write_model
 
@@ -194,14 +194,7 @@ def test_ctrl_c_says_the_command_did_not_finish(tmp_path: Path) -> None:
         [sys.executable, "-m", "provisioning", "report", "verify", str(fifo), "--ak", "0" * 64],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:  # the FIFO opens for writing once the command reads it, and it then waits
-        try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the command never opened the report"
-            time.sleep(0.05)
+    writer = wait_for_reader(fifo)  # the command reads the report and then waits
     try:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
