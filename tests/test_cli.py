@@ -405,7 +405,7 @@ def test_audit_export_to_a_folder_says_to_name_a_file(state: Path) -> None:
 
 def test_disabling_the_last_active_admin_is_refused(state: Path) -> None:
     appliance(state, "trust", "enroll")
-    login_admin(state)  # alice, the only admin; there is no way to enable an account again
+    login_admin(state)  # alice, the only admin
     proc = appliance(state, "users", "disable", "alice", check=False)
     assert proc.returncode == 1
     assert "'alice' is the last active admin" in proc.stderr
@@ -418,6 +418,27 @@ def test_disabling_the_last_active_admin_is_refused(state: Path) -> None:
     appliance(state, "login", "--user", "bea", "--password-file", str(pw))
     refused = appliance(state, "users", "disable", "bea", check=False)
     assert refused.returncode == 1 and "'bea' is the last active admin" in refused.stderr
+
+
+def test_an_admin_enables_an_account_and_resets_a_password(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    pw = state / "pw"
+    appliance(state, "users", "add", "bob", "--role", "clinician", "--password-file", str(pw))
+    appliance(state, "users", "disable", "bob")
+    assert re.search(r"bob +clinician +disabled", appliance(state, "users", "list").stdout)
+    enabled = appliance(state, "users", "enable", "bob")
+    assert "account 'bob' enabled" in enabled.stdout
+    assert re.search(r"bob +clinician +active", appliance(state, "users", "list").stdout)
+    again = appliance(state, "users", "enable", "bob", check=False)
+    assert again.returncode == 1 and "'bob' is not disabled" in again.stderr
+    new = state / "new-pw"
+    new.write_text("a brand new passphrase, quietly\n")
+    reset = appliance(state, "users", "password", "bob", "--password-file", str(new))
+    assert "password of 'bob' reset; its sessions are ended" in reset.stdout
+    refused = appliance(state, "login", "--user", "bob", "--password-file", str(pw), check=False)
+    assert refused.returncode != 0
+    appliance(state, "login", "--user", "bob", "--password-file", str(new))
 
 
 def test_adding_an_account_twice_says_what_to_do(state: Path) -> None:

@@ -75,6 +75,23 @@ def cmd_disable(args: argparse.Namespace, rt: Runtime, who: Principal | None) ->
     return 0
 
 
+def cmd_enable(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    rt.identity.enable(_me(who), args.user)
+    print(f"account '{args.user}' enabled; its user logs in afresh (old sessions stay revoked)")
+    return 0
+
+
+def cmd_password(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    me = _me(who)
+    password = read_secret(f"new password for {args.user}: ", args.password_file)
+    rt.identity.set_password(me, args.user, password)
+    if args.user == me.username:
+        print(f"password of '{args.user}' changed")
+    else:
+        print(f"password of '{args.user}' reset; its sessions are ended and any lockout lifted")
+    return 0
+
+
 def cmd_unlock(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
     rt.identity.unlock(_me(who), args.user)
     print(f"account '{args.user}' unlocked")
@@ -118,12 +135,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         parser.add_argument("--password-file", help="read the password from this file")
     for name, func, help_ in (
         ("disable", cmd_disable, "disable an account and revoke its sessions"),
+        ("enable", cmd_enable, "enable a disabled account again"),
         ("unlock", cmd_unlock, "unlock an account locked by failed logins"),
         ("token", cmd_token, "issue a bearer token for a service account"),
     ):
         command(usub, name, help_, func, f"users {name}").add_argument(
             "user", help="the account name (see `appliance users list`)"
         )
+    password = command(usub, "password", "reset an account's password (its sessions end)",
+                       cmd_password, "users password")  # fmt: skip
+    password.add_argument("user", help="the account name (see `appliance users list`)")
+    password.add_argument("--password-file", help="read the new password from this file")
     command(usub, "revoke", "revoke a token", cmd_revoke, "users revoke").add_argument(
         "token_id", help="the token id `appliance users token` printed"
     )

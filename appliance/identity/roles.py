@@ -106,6 +106,8 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "cli:users list": P.USER_MANAGE,
     "cli:users add": P.USER_MANAGE,
     "cli:users disable": P.USER_MANAGE,
+    "cli:users enable": P.USER_MANAGE,
+    "cli:users password": P.USER_MANAGE,
     "cli:users unlock": P.USER_MANAGE,
     "cli:users token": P.USER_MANAGE,
     "cli:users revoke": P.USER_MANAGE,
@@ -132,6 +134,7 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "console:audit export": P.AUDIT_EXPORT,
     "console:break-glass ack": P.BREAK_GLASS_ACK,
     "console:health report": P.HEALTH_EXPORT,
+    "console:accounts": P.USER_MANAGE,
     "console:provision": P.TRUST_ENROLL,  # resuming the wizard once the first admin exists
 }
 

@@ -145,30 +145,80 @@ class IdentityService:
             )
 
     def set_password(self, by: Principal, username: str, password: str) -> None:
-        if by.username != username:
+        """Set a password: one's own, or (an admin) anyone's.
+
+        An admin's reset also ends the account's sessions and lifts a lockout: it is what a
+        clinic does for a forgotten or exposed password.
+        """
+        reset = by.username != username
+        if reset:
             require(by, Permission.USER_MANAGE, "change another user's password")
+        account = self.store.account(username)
+        if account and account.role is Role.SERVICE:
+            raise AccountError(
+                f"'{username}' is a service account; it has no password, only tokens.",
+                f"Issue it a new token (`appliance users token {username}`).",
+            )
         passwords.check_policy(username, password)
-        self._update(by, username, "password", password_hash=passwords.hash_password(password))
+        hashed = passwords.hash_password(password)
+        if not reset:
+            self._update(by, username, "password", password_hash=hashed)
+            return
+        with self.store.transaction() as db:
+            self._existing(username)
+            db.execute(
+                "UPDATE accounts SET password_hash = ?, failed = 0, locked_until = 0 "
+                "WHERE username = ?",
+                (hashed, username),
+            )
+            db.execute("UPDATE tokens SET revoked = 1 WHERE username = ?", (username,))
+            self._account_change(by, username, "password reset")
 
     def disable(self, by: Principal, username: str) -> None:
-        """Disable the account and revoke its tokens.
+        """Disable the account and revoke its tokens, in one transaction.
 
-        Raises AccountError for the last active admin: nothing enables an account again, and
-        without an admin nobody could manage accounts.
+        Raises AccountError for the last active admin: without an admin nobody could manage
+        accounts (or enable this one again). The check runs inside the transaction, so two
+        admins disabling each other at once cannot both succeed.
         """
         require(by, Permission.USER_MANAGE, "manage accounts")
-        admins = {
-            a.username for a in self.store.accounts() if a.role is Role.ADMIN and not a.disabled
-        }
-        if admins == {username}:
-            raise AccountError(
-                f"'{username}' is the last active admin; disabling it would leave nobody to "
-                "manage accounts.",
-                "Create another admin first (`appliance users add NAME --role admin`).",
-            )
-        self._update(by, username, "disable", disabled=1)
         with self.store.transaction() as db:
+            account = self._existing(username)
+            admins = {
+                a.username for a in self.store.accounts() if a.role is Role.ADMIN and not a.disabled
+            }
+            if admins == {username}:
+                raise AccountError(
+                    f"'{username}' is the last active admin; disabling it would leave nobody to "
+                    "manage accounts.",
+                    "Create another admin first (`appliance users add NAME --role admin`).",
+                )
+            if account.disabled:
+                raise AccountError(
+                    f"the account '{username}' is disabled already.",
+                    f"`appliance users enable {username}` enables it again.",
+                )
+            db.execute("UPDATE accounts SET disabled = 1 WHERE username = ?", (username,))
             db.execute("UPDATE tokens SET revoked = 1 WHERE username = ?", (username,))
+            self._account_change(by, username, "disable")
+
+    def enable(self, by: Principal, username: str) -> None:
+        """Enable a disabled account again. Its old sessions and tokens stay revoked: its user
+        logs in afresh, and a service account needs a new token."""
+        require(by, Permission.USER_MANAGE, "manage accounts")
+        with self.store.transaction() as db:
+            if not self._existing(username).disabled:
+                raise AccountError(
+                    f"the account '{username}' is not disabled.",
+                    "See `appliance users list`; a locked account is unlocked with "
+                    f"`appliance users unlock {username}`.",
+                )
+            db.execute(
+                "UPDATE accounts SET disabled = 0, failed = 0, locked_until = 0 "
+                "WHERE username = ?",
+                (username,),
+            )
+            self._account_change(by, username, "enable")
 
     def unlock(self, by: Principal, username: str) -> None:
         require(by, Permission.USER_MANAGE, "manage accounts")
@@ -177,21 +227,27 @@ class IdentityService:
     def _update(self, by: Principal, username: str, action: str, **columns: object) -> None:
         sets = ", ".join(f"{c} = ?" for c in columns)
         with self.store.transaction() as db:
-            if not self.store.account(username):
-                raise AccountError(
-                    f"there is no account '{username}'.", "See `appliance users list`."
-                )
+            self._existing(username)
             db.execute(
                 f"UPDATE accounts SET {sets} WHERE username = ?",  # noqa: S608 - fixed names
                 (*columns.values(), username),
             )
-            self.audit.append(
-                AuditEvent.ACCOUNT_CHANGE,
-                actor=by.username,
-                role=by.role.value,
-                outcome=Outcome.SUCCESS,
-                detail={"action": action, "account": username},
-            )
+            self._account_change(by, username, action)
+
+    def _existing(self, username: str) -> Account:
+        account = self.store.account(username)
+        if not account:
+            raise AccountError(f"there is no account '{username}'.", "See `appliance users list`.")
+        return account
+
+    def _account_change(self, by: Principal, username: str, action: str) -> None:
+        self.audit.append(
+            AuditEvent.ACCOUNT_CHANGE,
+            actor=by.username,
+            role=by.role.value,
+            outcome=Outcome.SUCCESS,
+            detail={"action": action, "account": username},
+        )
 
     # --- login and sessions ---------------------------------------------------------------
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -194,6 +197,89 @@ def test_disabling_an_account_ends_its_sessions(
         identity.login("bob", PASSWORD)
 
 
+def test_a_disabled_account_is_enabled_again_without_its_old_sessions(
+    runtime: Runtime, identity: IdentityService, admin: Principal
+) -> None:
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    _, old = identity.login("bob", PASSWORD)
+    identity.disable(admin, "bob")
+    with pytest.raises(AccountError, match="'bob' is disabled already"):
+        identity.disable(admin, "bob")
+    identity.enable(admin, "bob")
+    with pytest.raises(SessionExpiredError):
+        identity.authenticate(old.token)  # a session revoked by the disable stays revoked
+    _, new = identity.login("bob", PASSWORD)
+    assert identity.authenticate(new.token).username == "bob"
+    with pytest.raises(AccountError, match="'bob' is not disabled"):
+        identity.enable(admin, "bob")
+    with pytest.raises(AccountError, match="there is no account 'nobody'"):
+        identity.enable(admin, "nobody")
+    changes = [
+        r.detail["action"]
+        for r in runtime.audit.records()
+        if r.event is AuditEvent.ACCOUNT_CHANGE and r.detail["account"] == "bob"
+    ]
+    assert changes == ["create", "disable", "enable"]
+
+
+def test_the_last_active_admin_cannot_be_disabled_even_by_two_admins_at_once(
+    identity: IdentityService, admin: Principal
+) -> None:
+    """Two admins disable each other at the same moment. The check and the change are one
+    transaction, so whoever writes second finds its target the last admin; checked before the
+    transaction, both passed and the box was left with no admin."""
+    identity.add_account(admin, "bea", Role.ADMIN, PASSWORD)
+    bea, _ = identity.login("bea", PASSWORD)
+    outcomes: list[str] = []
+
+    def disable(by: Principal, whom: str) -> None:
+        try:
+            identity.disable(by, whom)
+            outcomes.append(f"disabled {whom}")
+        except AccountError as exc:
+            outcomes.append(str(exc))
+
+    blocker = sqlite3.connect(identity.store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # both calls wait for the write lock...
+    threads = [threading.Thread(target=disable, args=(admin, "bea")),
+               threading.Thread(target=disable, args=(bea, "alice"))]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # ...having read whatever they read before it
+    blocker.execute("COMMIT")
+    blocker.close()
+    for thread in threads:
+        thread.join(30)
+    assert sum(o.startswith("disabled") for o in outcomes) == 1, outcomes
+    assert any("is the last active admin" in o for o in outcomes), outcomes
+    active = [a for a in identity.store.accounts() if a.role is Role.ADMIN and not a.disabled]
+    assert len(active) == 1
+
+
+def test_an_admin_reset_ends_sessions_and_lifts_a_lockout(
+    runtime: Runtime, identity: IdentityService, admin: Principal
+) -> None:
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    _, session = identity.login("bob", PASSWORD)
+    for _ in range(5):
+        with pytest.raises(AuthenticationError):
+            identity.login("bob", "guess guess guess")
+    identity.set_password(admin, "bob", "a fresh long passphrase")
+    with pytest.raises(SessionExpiredError):
+        identity.authenticate(session.token)  # whoever knew the old password is out
+    identity.login("bob", "a fresh long passphrase")  # not locked any more
+    with pytest.raises(AuthenticationError):
+        identity.login("bob", PASSWORD)
+    last = [r for r in runtime.audit.records() if r.event is AuditEvent.ACCOUNT_CHANGE][-1]
+    assert last.detail == {"action": "password reset", "account": "bob"}
+    assert last.actor == "alice"
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    with pytest.raises(AccountError, match="'pacs' is a service account; it has no password"):
+        identity.set_password(admin, "pacs", "a fresh long passphrase")
+    with pytest.raises(AuthenticationError):
+        identity.login("pacs", "a fresh long passphrase")
+
+
 def test_only_admins_manage_accounts(identity: IdentityService, admin: Principal) -> None:
     identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
     tech, _ = identity.login("tech", PASSWORD)
@@ -303,7 +389,7 @@ def test_only_a_user_manager_sets_another_users_password(
 
 @pytest.mark.parametrize(
     "act",
-    ["disable", "unlock", "issue_service_token", "revoke", "acknowledge_break_glass"],
+    ["disable", "enable", "unlock", "issue_service_token", "revoke", "acknowledge_break_glass"],
 )
 def test_account_operations_need_their_permission(
     identity: IdentityService, admin: Principal, act: str
@@ -318,6 +404,7 @@ def test_account_operations_need_their_permission(
     use = identity.unacknowledged_break_glass()[0].id
     calls = {
         "disable": lambda: identity.disable(bob, "pacs"),
+        "enable": lambda: identity.enable(bob, "pacs"),
         "unlock": lambda: identity.unlock(bob, "pacs"),
         "issue_service_token": lambda: identity.issue_service_token(bob, "pacs"),
         "revoke": lambda: identity.revoke(bob, token.token_id),

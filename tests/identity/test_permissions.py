@@ -70,6 +70,8 @@ def _argv(entry: str, role: Role, tmp: Path) -> list[str]:
         "audit ack-break-glass": ["999"],
         "users add": [f"new-{tag}", "--role", "clinician", "--password-file", str(tmp / "pw")],
         "users disable": ["nobody"],
+        "users enable": ["nobody"],
+        "users password": ["nobody", "--password-file", str(tmp / "pw")],
         "users unlock": ["nobody"],
         "users token": ["user-service"],
         "users revoke": ["000000000000"],
