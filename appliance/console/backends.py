@@ -17,9 +17,9 @@ from appliance.audit.records import AuditRecord
 from appliance.console.gather import HealthSource
 from appliance.console.health import HealthReport
 from appliance.errors import ApplianceError
-from appliance.identity.roles import Principal
+from appliance.identity.roles import Principal, Role
 from appliance.identity.service import IssuedToken
-from appliance.identity.store import BreakGlassUse
+from appliance.identity.store import Account, BreakGlassUse
 from appliance.runtime import Runtime
 from appliance.updates.agent import AgentState, Phase, ProgressEvent
 from appliance.updates.preview import BundlePreview
@@ -52,6 +52,20 @@ class Identity(Protocol):
     def unacknowledged_break_glass(self) -> list[BreakGlassUse]: ...
 
     def acknowledge_break_glass(self, by: Principal, use_id: int) -> None: ...
+
+    def accounts(self) -> list[Account]: ...
+
+    def add_account(
+        self, by: Principal, username: str, role: Role, password: str | None
+    ) -> None: ...
+
+    def disable(self, by: Principal, username: str) -> None: ...
+
+    def enable(self, by: Principal, username: str) -> None: ...
+
+    def unlock(self, by: Principal, username: str) -> None: ...
+
+    def set_password(self, by: Principal, username: str, password: str) -> None: ...
 
 
 def _no_verify() -> VerifyReport:
@@ -93,6 +107,24 @@ class _RuntimeIdentity:
 
     def acknowledge_break_glass(self, by: Principal, use_id: int) -> None:
         self._rt.identity.acknowledge_break_glass(by, use_id)
+
+    def accounts(self) -> list[Account]:
+        return self._rt.identity.store.accounts()
+
+    def add_account(self, by: Principal, username: str, role: Role, password: str | None) -> None:
+        self._rt.identity.add_account(by, username, role, password)
+
+    def disable(self, by: Principal, username: str) -> None:
+        self._rt.identity.disable(by, username)
+
+    def enable(self, by: Principal, username: str) -> None:
+        self._rt.identity.enable(by, username)
+
+    def unlock(self, by: Principal, username: str) -> None:
+        self._rt.identity.unlock(by, username)
+
+    def set_password(self, by: Principal, username: str, password: str) -> None:
+        self._rt.identity.set_password(by, username, password)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from appliance.audit.log import VerifyReport
 from appliance.audit.records import AuditRecord
 from appliance.console.health import HealthReport
 from appliance.identity.roles import Principal
-from appliance.identity.store import BreakGlassUse
+from appliance.identity.store import Account, BreakGlassUse
 from appliance.setup.progress import Step
 from appliance.updates.agent import AgentState, ProgressEvent
 from appliance.updates.preview import BundlePreview
@@ -133,3 +133,19 @@ class ReportExported(Message):
     path: Path | None
     fingerprint: str = ""
     error: str = ""
+
+
+@dataclass
+class AccountsLoaded(Message):
+    """The accounts worker read the accounts (or could not: ``error``)."""
+
+    accounts: list[Account]
+    error: str | None = None
+
+
+@dataclass
+class AccountChanged(Message):
+    """An account change finished: what was done, or why it was refused."""
+
+    done: str | None
+    error: str | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import cast
 
 from textual.pilot import Pilot
 from textual.widgets import DataTable
@@ -14,19 +13,14 @@ from appliance.config import Config
 from appliance.console import ConsoleBackends, create_app
 from appliance.console.screens.audit import AuditScreen
 from appliance.runtime import Runtime
-from tests.console.conftest import ADMIN_PASSWORD, EMERGENCY_PASSWORD
-from tests.console.test_console import drive, log_in, settle, showing, text
+from tests.console.conftest import EMERGENCY_PASSWORD
+from tests.console.test_console import drive, open_screen, settle, text
 
 NURSE_PASSWORD = "quiet river under green lamps"
 
 
 async def open_audit(pilot: Pilot[None]) -> AuditScreen:
-    await log_in(pilot, "alice", ADMIN_PASSWORD)
-    await settle(pilot)
-    await pilot.press("a")
-    await settle(pilot)
-    assert showing(pilot, AuditScreen)
-    return cast(AuditScreen, pilot.app.screen)
+    return await open_screen(pilot, "a", AuditScreen)
 
 
 def rows(screen: AuditScreen, selector: str) -> list[list[str]]:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -17,6 +18,8 @@ from appliance.console.screens.dashboard import DashboardScreen
 from appliance.console.screens.login import LoginScreen
 from appliance.runtime import Runtime
 from tests.console.conftest import ADMIN_PASSWORD, EMERGENCY_PASSWORD
+
+S = TypeVar("S", bound=Screen[None])
 
 SIZE = (120, 40)
 
@@ -49,6 +52,16 @@ async def log_in(pilot: Pilot[None], user: str, password: str, reason: str = "")
 
 def showing(pilot: Pilot[None], kind: type[Screen[None]]) -> bool:
     return isinstance(pilot.app.screen, kind)
+
+
+async def open_screen(pilot: Pilot[None], key: str, kind: type[S]) -> S:
+    """Log in as the admin, press ``key`` on the dashboard, and return the screen it opens."""
+    await log_in(pilot, "alice", ADMIN_PASSWORD)
+    await settle(pilot)
+    await pilot.press(key)
+    await settle(pilot)
+    assert showing(pilot, kind)
+    return cast(S, pilot.app.screen)
 
 
 def text(pilot: Pilot[None], selector: str) -> str:

@@ -16,6 +16,8 @@ from appliance.console.backends import ConsoleBackends
 from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.health import HealthReport
 from appliance.console.messages import HealthGathered, LogoffRequested, ReportExported
+from appliance.console.screens.accounts import NEEDS_ROLE as NEEDS_ACCOUNTS_ROLE
+from appliance.console.screens.accounts import AccountsScreen, may_manage
 from appliance.console.screens.audit import NEEDS_ROLE as NEEDS_AUDIT_ROLE
 from appliance.console.screens.audit import AuditScreen, may_read
 from appliance.console.screens.update import NEEDS_ROLE, UpdateScreen, may_install
@@ -39,6 +41,7 @@ class DashboardScreen(Screen[None]):
         Binding("r", "refresh_now", "Refresh"),
         Binding("u", "update", "Update from USB"),
         Binding("a", "audit", "Audit"),
+        Binding("s", "accounts", "Accounts"),
         Binding("h", "health_report", "Health report to USB"),
         Binding("ctrl+l", "log_off", "Log off"),
     ]
@@ -116,6 +119,12 @@ class DashboardScreen(Screen[None]):
             self.notify(NEEDS_AUDIT_ROLE, title="Not allowed", severity="error")
             return
         self.app.push_screen(AuditScreen(self.principal, self.backends))
+
+    def action_accounts(self) -> None:
+        if not may_manage(self.principal):
+            self.notify(NEEDS_ACCOUNTS_ROLE, title="Not allowed", severity="error")
+            return
+        self.app.push_screen(AccountsScreen(self.principal, self.backends))
 
     def action_health_report(self) -> None:
         if not may_enter(self.principal.role, "console:health report"):
