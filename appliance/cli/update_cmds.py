@@ -11,7 +11,7 @@ from appliance.cli.common import command
 from appliance.errors import ConfigError
 from appliance.identity.roles import Principal
 from appliance.runtime import Runtime
-from appliance.updates.agent import Phase, ProgressEvent
+from appliance.updates.agent import AgentState, Phase, ProgressEvent
 from appliance.updates.bundle import BUNDLE_SUFFIX
 
 
@@ -19,7 +19,14 @@ def _actor(who: Principal | None) -> str:
     return who.username if who else "update-agent"
 
 
+def _refusal(state: AgentState) -> str:
+    """Why the bundle was not installed, without the agent's "refused: " tag: the line says it."""
+    return (state.reason or "no reason given").removeprefix("refused: ")
+
+
 def _show_progress(event: ProgressEvent) -> None:
+    if event.phase is Phase.FAILURE:  # the command prints the refusal and its reason itself
+        return
     if event.total > 1:
         pct = 100 * event.done // max(event.total, 1)
         print(f"\r  {event.phase:<9} {pct:3d}%  {event.message:<60}", end="", file=sys.stderr)
@@ -38,7 +45,7 @@ def cmd_install(args: argparse.Namespace, rt: Runtime, who: Principal | None) ->
         print(f"installed {state.model} {state.version} (bundle {state.bundle_version}) in slot "
               f"{state.slot}; it is live. {state.reason or ''}")  # fmt: skip
         return 0
-    print(f"update refused, nothing changed: {state.reason}")
+    print(f"update refused, nothing changed: {_refusal(state)}")
     return 1
 
 
@@ -65,7 +72,7 @@ def cmd_scan(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> in
             print(f"  installed {state.model} {state.version}; it is live")
         else:
             failed += 1
-            print(f"  refused, nothing changed: {state.reason}")
+            print(f"  refused, nothing changed: {_refusal(state)}")
     return 1 if failed else 0
 
 

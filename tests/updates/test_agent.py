@@ -200,9 +200,28 @@ def test_usb_scan_installs_signed_bundles_and_refuses_the_rest(
     assert main([*base, "update", "scan", str(stick)]) == 1
     out = capsys.readouterr().out
     assert "installed risk-demo 1.0.0" in out and "refused, nothing changed" in out
+    assert out.count("refused") == 1, out
     assert box.active_version() == "1.0.0"
     actors = {r.actor for r in box.rt.audit.records() if r.event is AuditEvent.UPDATE_INSTALLED}
     assert actors == {"update-agent@usb"}
+
+
+def test_a_refused_install_says_so_once_with_what_to_do(
+    box: Box, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One verdict, not the agent's progress line and the command's line both saying it."""
+    from appliance.cli import main
+
+    junk = tmp_path / "junk.aplbundle"
+    junk.write_bytes(b"not a bundle at all")
+    monkeypatch.setenv("APPLIANCE_TOKEN", box.token)
+    base = ["--state-dir", str(box.config.state_dir), "--tcti", box.config.device_tcti()]
+    assert main([*base, "update", "install", str(junk)]) == 1
+    out, err = capsys.readouterr()
+    said = (out + err).replace(str(junk), "<bundle>")  # tmp_path holds this test's name
+    assert said.count("refused") == 1, said
+    assert out.startswith(f"update refused, nothing changed: {junk} is truncated or not a bundle")
+    assert "Copy the bundle again from the vendor's medium" in out  # what to do
 
 
 def test_udev_rule_starts_the_update_unit() -> None:
