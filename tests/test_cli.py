@@ -102,6 +102,19 @@ def test_unreachable_tpm_gives_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_hardware_looks_at_the_tpm_named_with_tcti(state: Path) -> None:
+    """`--tcti` names the TPM for `appliance hardware` as for every other command."""
+    state.mkdir()
+    node = state / "tpm0"  # stands in for the device node: detection looks for the node
+    node.touch()
+    proc = appliance(state, "--tcti", f"device:{node}", "hardware", check=False)
+    assert "Traceback" not in proc.stderr
+    assert re.search(rf"^TPM +{re.escape(str(node))}$", proc.stdout, re.MULTILINE), proc.stdout
+    proc = appliance(state, "--tcti", "swtpm:path=/nonexistent.sock", "hardware", check=False)
+    assert re.search(r"^TPM +swtpm:path=/nonexistent.sock ", proc.stdout, re.MULTILINE)
+    assert "embedded swtpm" not in proc.stdout, "it reported a TPM other than the one named"
+
+
 def test_bad_config_is_named(tmp_path: Path) -> None:
     proc = appliance(tmp_path, "--pcrs", "7,99", "trust", "status", check=False)
     assert proc.returncode == 2

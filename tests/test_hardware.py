@@ -273,6 +273,23 @@ def test_the_embedded_swtpm_state_is_reported(tmp_path: Path) -> None:
     assert detected.swtpm_state == tmp_path / "state" / "swtpm"
 
 
+def test_the_tpm_a_tcti_names_is_the_one_detected(
+    tmp_path: Path, profiles: dict[str, HardwareProfile]
+) -> None:
+    (tmp_path / "state" / "swtpm").mkdir(parents=True)
+    trees = fake_box(tmp_path)  # its /dev/tpmrm0 is not the TPM the TCTI names
+    node = tmp_path / "dev" / "tpm1"
+    node.touch()
+    named = detect(None, tmp_path / "state", available=["CPU"], tcti=f"device:{node}", **trees)
+    assert (named.tpm_device, named.swtpm_state) == (node, None)
+    sim = detect(None, tmp_path / "state", available=["CPU"], tcti="swtpm:path=/x.sock", **trees)
+    assert (sim.tpm_device, sim.tpm_tcti, sim.swtpm_state) == (None, "swtpm:path=/x.sock", None)
+    [found] = [m for m in compare(profiles["cpu-only"], big_disk(sim)) if m.subject == "TPM"]
+    assert "the configured TPM swtpm:path=/x.sock is not a device node" in found.message
+    assert "--tcti" in found.hint
+    assert "swtpm:path=/x.sock (configured" in report(profiles["cpu-only"], sim, [found])
+
+
 def test_unreadable_proc_leaves_memory_unknown_and_warns(
     tmp_path: Path, profiles: dict[str, HardwareProfile]
 ) -> None:

@@ -63,7 +63,7 @@ def cmd_hardware(args: argparse.Namespace, rt: Runtime, who: Principal | None) -
 
     from appliance import hardware
 
-    detected = hardware.detect(ov.Core(), rt.config.state_dir)
+    detected = hardware.detect(ov.Core(), rt.config.state_dir, tcti=rt.config.tcti)
     profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
     mismatches = hardware.compare(profile, detected)
     print(hardware.report(profile, detected, mismatches))

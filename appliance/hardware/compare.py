@@ -79,6 +79,14 @@ _ENABLE_TPM = (
     "Enable the TPM (Intel PTT) in the firmware setup, then check `ls /dev/tpmrm0` and "
     "`dmesg | grep -i tpm`."
 )
+_NO_TPM_AT = (
+    "no TPM device: the configured TPM {} is not a device node that exists (a software TPM or "
+    "simulator protects nothing at rest — development only)"
+)
+_NAMED_TPM = (
+    "Name the box's TPM with --tcti device:/dev/tpmrm0 (or tcti in the settings file), or leave "
+    "it out to use /dev/tpmrm0."
+)
 _GROW_DISK = "Install the image on a larger disk, or grow the state partition."
 _FREE_DISK = (
     "Lower results_retention_days or studies_retention_days (appliance.toml; housekeeping "
@@ -136,6 +144,8 @@ def _tpm(profile: HardwareProfile, detected: DetectedHardware) -> list[Mismatch]
     if detected.tpm_device is not None:
         return []
     severity = Severity.ERROR if profile.tpm_required else Severity.WARNING
+    if detected.tpm_tcti is not None:
+        return [Mismatch(severity, "TPM", _NO_TPM_AT.format(detected.tpm_tcti), _NAMED_TPM)]
     return [Mismatch(severity, "TPM", _NO_TPM, _ENABLE_TPM)]
 
 
@@ -191,6 +201,7 @@ def report(
     """A multi-line, human-readable account of the machine against ``profile``."""
     d = detected
     tpm = f"none; the embedded swtpm stands in (state in {d.swtpm_state or 'not made yet'})"
+    tpm = f"{d.tpm_tcti} (configured; not an existing device node)" if d.tpm_tcti else tpm
     tpm = str(d.tpm_device) if d.tpm_device else tpm
     memory = "unknown" if d.memory_gib is None else f"{d.memory_gib:.1f} GiB"
     ov_line = ", ".join(d.openvino_devices) or f"no device ({d.openvino_error or 'none found'})"

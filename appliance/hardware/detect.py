@@ -29,7 +29,8 @@ class DetectedHardware:
     render_nodes: tuple[str, ...]  # /dev/dri/renderD* (the iGPU's kernel driver, i915 or xe)
     cpu_model: str
     cpu_flags: frozenset[str]
-    tpm_device: Path | None  # the TPM resource manager's node when it exists
+    tpm_device: Path | None  # the TPM's device node when it exists
+    tpm_tcti: str | None  # the TCTI the configuration names (--tcti), None for the default
     swtpm_state: Path | None  # the embedded swtpm's state folder when one was used
     memory_gib: float | None  # MemTotal; None when /proc/meminfo could not be read
     disk_path: Path  # where the state partition was measured (the state folder or its parent)
@@ -45,13 +46,18 @@ def detect(
     state_dir: Path,
     *,
     available: Sequence[str] | None = None,
+    tcti: str | None = None,
     tpm_device: Path = TPM_DEVICE,
     proc: Path = Path("/proc"),
     dev: Path = Path("/dev"),
 ) -> DetectedHardware:
     """Look at this machine: OpenVINO's devices (from ``core``, or ``available`` when given),
-    the NPU and GPU nodes under ``dev``, the CPU and memory from ``proc``, the TPM node, the
-    embedded swtpm's state and the state partition holding ``state_dir``.
+    the NPU and GPU nodes under ``dev``, the CPU and memory from ``proc``, the TPM and the state
+    partition holding ``state_dir``.
+
+    The TPM is the one ``tcti`` names (Config.tcti: ``device:PATH`` is the node at PATH, any
+    other TCTI a software TPM or simulator); without one, the node ``tpm_device`` or else the
+    embedded swtpm, whose state is in ``state_dir``.
 
     Raises ValueError when given neither ``core`` nor ``available``; an OpenVINO failure is
     recorded in ``openvino_error`` instead, so that the report still shows everything else.
@@ -60,6 +66,7 @@ def detect(
     cpu_model, flags = _cpuinfo(proc / "cpuinfo")
     disk_path, total, free = _disk(state_dir)
     swtpm = state_dir / "swtpm"  # Config.swtpm_dir
+    node = tpm_device if tcti is None else _tcti_device(tcti)
     return DetectedHardware(
         openvino_devices=devices,
         openvino_error=error,
@@ -67,13 +74,23 @@ def detect(
         render_nodes=_nodes(dev / "dri", "renderD"),
         cpu_model=cpu_model,
         cpu_flags=flags,
-        tpm_device=tpm_device if tpm_device.exists() else None,
-        swtpm_state=swtpm if swtpm.is_dir() else None,
+        tpm_device=node if node is not None and node.exists() else None,
+        tpm_tcti=tcti,
+        swtpm_state=swtpm if tcti is None and swtpm.is_dir() else None,
         memory_gib=_memory_gib(proc / "meminfo"),
         disk_path=disk_path,
         disk_total_gib=total,
         disk_free_gib=free,
     )
+
+
+def _tcti_device(tcti: str) -> Path | None:
+    """The node a ``device:PATH`` TCTI names (``/dev/tpmrm0`` without a PATH); None for any
+    other TCTI."""
+    name, _, conf = tcti.partition(":")
+    if name != "device":
+        return None
+    return Path(conf) if conf else TPM_DEVICE
 
 
 def _openvino_devices(
