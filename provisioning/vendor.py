@@ -138,13 +138,23 @@ def root_chain(repo: Path) -> list[bytes]:
         chain.append(path.read_bytes())
         version += 1
     if not chain:
-        raise VendorRepoError(f"{repo} is not a vendor repository.", "Run `repo init` first.")
+        raise _not_a_repository(repo)
     return chain
 
 
+def _not_a_repository(repo: Path) -> VendorRepoError:
+    return VendorRepoError(f"{repo} is not a vendor repository.", "Run `repo init` first.")
+
+
 @contextlib.contextmanager
-def _locked(repo: Path) -> Iterator[None]:
-    """Hold the repository's lock: bundle numbers are never handed out twice."""
+def _locked(repo: Path, *, create: bool = False) -> Iterator[None]:
+    """Hold the repository's lock: bundle numbers are never handed out twice.
+
+    Only ``create`` (``repo init``) makes the folder; for every other command a folder that is
+    not a repository is refused before anything, the lock file included, is written into it.
+    """
+    if not create and not (repo / "metadata" / "1.root.json").is_file():
+        raise _not_a_repository(repo)
     try:
         repo.mkdir(parents=True, exist_ok=True)
         fh = (repo / ".lock").open("a")
@@ -198,17 +208,21 @@ def init_repo(
     targets_threshold: int,
     expires: datetime,
 ) -> Path:
-    """Create ``metadata/1.root.json``; ``keys`` maps targets/snapshot/timestamp to their keys."""
-    with _locked(repo):
+    """Create ``metadata/1.root.json``; ``keys`` maps targets/snapshot/timestamp to their keys.
+
+    The root is made and signed before the folder is touched: a refused one leaves nothing.
+    """
+    root = Metadata(Root(expires=expires, consistent_snapshot=False))
+    _set_role(root.signed, "root", [s.public_key for s in root_signers], root_threshold)
+    _set_role(root.signed, "targets", keys["targets"], targets_threshold)
+    for role in ("snapshot", "timestamp"):
+        _set_role(root.signed, role, keys[role], 1)
+    signed = _sign_root(root, root_signers, None)
+    with _locked(repo, create=True):
         path = repo / "metadata" / "1.root.json"
         if path.exists():
             raise VendorRepoError(f"{repo} already has a root.", "Use `root rotate` to change it.")
-        root = Metadata(Root(expires=expires, consistent_snapshot=False))
-        _set_role(root.signed, "root", [s.public_key for s in root_signers], root_threshold)
-        _set_role(root.signed, "targets", keys["targets"], targets_threshold)
-        for role in ("snapshot", "timestamp"):
-            _set_role(root.signed, role, keys[role], 1)
-        atomic_write(path, _sign_root(root, root_signers, None), mode=0o644)
+        atomic_write(path, signed, mode=0o644)
         return path
 
 
@@ -327,10 +341,10 @@ def build_bundle(
     progress(f"checking model folder {model_dir}")
     manifest, files = load_model_dir(model_dir)
     path = out / bundle_file_name(manifest.name, str(manifest.version)) if out.is_dir() else out
-    if path.suffix != BUNDLE_SUFFIX:
+    if path.suffix != BUNDLE_SUFFIX or not path.parent.is_dir():
         raise VendorRepoError(
-            f"{out} is neither a folder nor a *{BUNDLE_SUFFIX} file.",
-            "Give an existing folder (a USB mount) or a bundle file name.",
+            f"{out} is neither an existing folder nor a *{BUNDLE_SUFFIX} file in one.",
+            "Give an existing folder (a USB mount) or a bundle file name in one.",
         )
     nb = (not_before or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     with _locked(repo):

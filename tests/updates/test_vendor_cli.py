@@ -219,6 +219,47 @@ def test_a_repository_path_that_is_a_file_is_named(vendor: Vendor) -> None:
     assert "--repo" in err.split("what to do:")[1]
 
 
+@pytest.mark.parametrize("exists", [False, True], ids=["missing", "empty-folder"])
+def test_bundle_build_from_a_folder_that_is_no_repository_leaves_nothing_behind(
+    vendor: Vendor, exists: bool
+) -> None:
+    vendor.init()  # the keys; the build is pointed at another folder
+    model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
+    vendor.repo = vendor.top / "not-the-repo"
+    if exists:
+        vendor.repo.mkdir()
+    _, err = vendor.build(model, code=1)
+    assert f"{vendor.repo} is not a vendor repository" in err and "repo init" in err
+    assert vendor.repo.exists() == exists, "the refused build created the folder"
+    assert not exists or not list(vendor.repo.iterdir()), "the refused build wrote into it"
+    assert not list(vendor.usb.iterdir())
+
+
+def test_a_refused_repo_init_leaves_no_folder_behind(vendor: Vendor) -> None:
+    root, targets = vendor.key("root", "root0"), vendor.key("targets", "targets0")
+    snapshot, timestamp = vendor.key("snapshot", "snapshot"), vendor.key("timestamp", "timestamp")
+    _, err = vendor.run(
+        "repo", "init", "--repo", vendor.repo, "--root-key", root, "--root-threshold", "2",
+        "--targets-key", targets, "--snapshot-key", snapshot, "--timestamp-key", timestamp,
+        code=1,
+    )  # fmt: skip
+    assert "the root role would need 2 signatures from 1 keys" in err
+    assert not vendor.repo.exists()
+
+
+def test_bundle_build_to_a_folder_that_is_not_there_keeps_the_bundle_number(
+    vendor: Vendor,
+) -> None:
+    vendor.init()
+    model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
+    unmounted = vendor.top / "media" / "usb" / "chest.aplbundle"
+    _, err = vendor.build(model, "--out", unmounted, code=1)
+    assert f"{unmounted} is neither an existing folder nor a *.aplbundle file in one" in err
+    assert sorted(p.name for p in (vendor.repo / "metadata").iterdir()) == ["1.root.json"]
+    out, _ = vendor.build(model)
+    assert "version 1, root v1" in out
+
+
 @pytest.mark.parametrize("days", ["0", "-5"])
 def test_metadata_that_expires_at_once_is_refused_and_the_last_bundle_stays(
     vendor: Vendor, days: str
