@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from securesystemslib.signer._crypto_signer import CryptoSigner
 from securesystemslib.signer._key import Key
+from tuf.api._payload import Root
 
 from appliance.errors import ApplianceError
 from appliance.updates.errors import VendorRepoError
@@ -22,7 +24,9 @@ from provisioning.vendor import (
     ROLES,
     RoleSigners,
     build_bundle,
+    check_key_role,
     create_key,
+    current_root,
     init_repo,
     load_public_key,
     load_signer,
@@ -221,9 +225,23 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signer(path: Path, role: str, root: Root | None, *, new: bool = False) -> CryptoSigner:
+    """The private key in ``path``, refused at once if it is not a ``role`` key."""
+    signer = load_signer(path)
+    check_key_role(path, signer.public_key, role, root, new=new)
+    return signer
+
+
+def _public_key(path: Path, role: str, root: Root | None) -> Key:
+    """The public key of a key (a private or .pub file) that a role is to get."""
+    key = load_public_key(path, role)
+    check_key_role(path, key, role, root, new=True)
+    return key
+
+
 def _cmd_repo_init(args: argparse.Namespace) -> int:
-    keys = {r: [load_public_key(f, r) for f in getattr(args, f"{r}_key")] for r in ROLES[1:]}
-    signers = [load_signer(f) for f in args.root_key]
+    keys = {r: [_public_key(f, r, None) for f in getattr(args, f"{r}_key")] for r in ROLES[1:]}
+    signers = [_signer(f, "root", None) for f in args.root_key]
     threshold = args.targets_threshold or 1
     path = init_repo(args.repo, signers, args.root_threshold, keys, threshold, _expiry(args))
     print(f"wrote {path}: root v1; give this file to the boxes when they are provisioned")
@@ -231,24 +249,28 @@ def _cmd_repo_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_root_rotate(args: argparse.Namespace) -> int:
+    root = current_root(args.repo)
     changes: dict[str, tuple[Sequence[Key] | None, int | None]] = {}
     for role in ROLES[1:]:
         files = getattr(args, f"{role}_key")
         threshold = getattr(args, f"{role}_threshold", None)
         if files or threshold:
-            keys = [load_public_key(f, role) for f in files] if files else None
+            keys = [_public_key(f, role, root) for f in files] if files else None
             changes[role] = (keys, threshold)
     if args.root_threshold:
         changes["root"] = (None, args.root_threshold)
-    old = [load_signer(f) for f in args.sign_with]
-    new = [load_signer(f) for f in args.root_key or ()]
+    old = [_signer(f, "root", root) for f in args.sign_with]
+    new = [_signer(f, "root", root, new=True) for f in args.root_key or ()]
     path = rotate_root(args.repo, old, new, changes, _expiry(args))
     print(f"wrote {path}; every bundle built from now on carries it")
     return 0
 
 
 def _cmd_bundle_build(args: argparse.Namespace) -> int:
-    signers = RoleSigners(*([load_signer(f) for f in getattr(args, f"{r}_key")] for r in ROLES[1:]))
+    root = current_root(args.repo)
+    signers = RoleSigners(
+        *([_signer(f, r, root) for f in getattr(args, f"{r}_key")] for r in ROLES[1:])
+    )
     not_before = None
     if args.not_before:
         try:

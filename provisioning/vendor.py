@@ -128,6 +128,53 @@ def load_public_key(path: Path, role: str) -> SSlibKey:
     return key
 
 
+def check_key_role(
+    path: Path, key: Key, role: str, root: Root | None, *, new: bool = False
+) -> None:
+    """Refuse the key read from ``path`` where a ``role`` key is asked for, if it has another role.
+
+    Its role is the one ``root`` lists it for, else the one its ``.pub`` file names. With a
+    ``root``, a key it lists for no role is refused too, unless it is ``new`` (a key a rotation
+    brings into the role). Raises VendorRepoError naming the key's role and the one asked for.
+    """
+    if root is not None:
+        listed = [r for r in ROLES if key.keyid in root.roles[r].keyids]
+        if role in listed:
+            return
+        if listed:
+            raise _wrong_role(path, " and ".join(listed), f"root v{root.version} lists it", role)
+        if not new:
+            raise VendorRepoError(
+                f"{path} (keyid {key.keyid[:16]}) is not a key of root v{root.version}, given as "
+                f"a {role} key.",
+                f"Give the {role} key files root v{root.version} lists (the keyids are in the "
+                ".pub files), or add the key to the role with `appliance-vendor root rotate`.",
+            )
+    pub = _pub_role(path, key.keyid)
+    if pub is not None and pub != role:
+        raise _wrong_role(path, pub, "its .pub file says so", role)
+
+
+def _wrong_role(path: Path, owner: str, evidence: str, role: str) -> VendorRepoError:
+    return VendorRepoError(
+        f"{path} is a {owner} key ({evidence}), given as a {role} key.",
+        f"Give a {role} key here (`appliance-vendor keys create --role {role}` makes one; its "
+        ".pub file names the role): a key signs for one role only.",
+    )
+
+
+def _pub_role(path: Path, keyid: str) -> str | None:
+    """The role the ``.pub`` file next to private key file ``path`` names, if it is that key's."""
+    if path.suffix == ".pub":
+        return None
+    try:
+        doc = json.loads(path.with_name(path.name + ".pub").read_text())
+    except (OSError, ValueError):
+        return None
+    role = doc.get("role") if isinstance(doc, dict) and doc.get("keyid") == keyid else None
+    return role if role in ROLES else None
+
+
 # --- repository ---------------------------------------------------------------------------------
 
 
@@ -140,6 +187,11 @@ def root_chain(repo: Path) -> list[bytes]:
     if not chain:
         raise _not_a_repository(repo)
     return chain
+
+
+def current_root(repo: Path) -> Root:
+    """The repository's newest root, read without its lock (for checks before the work)."""
+    return Metadata[Root].from_bytes(root_chain(repo)[-1]).signed
 
 
 def _not_a_repository(repo: Path) -> VendorRepoError:

@@ -15,6 +15,7 @@ import pytest
 
 from appliance.updates import TrustedState, verify_bundle
 from provisioning.__main__ import main
+from provisioning.vendor import ROLES
 from tests.conftest import wait_for_reader
 
 from .conftest import BOX, manifest_doc, model_bin, write_model
@@ -67,6 +68,18 @@ class Vendor:
             "--timestamp-key", self.keys / "timestamp.pem",
             *extra, code=code,
         )  # fmt: skip
+
+    def one_key_each(self) -> dict[str, Path]:
+        """A new key for every role, by role."""
+        return {role: self.key(role, f"{role}0") for role in ROLES}
+
+    def init_with(self, repo: Path, keys: dict[str, Path], threshold: str = "1") -> str:
+        """`repo init` of ``repo`` with ``keys`` by role, expected to be refused; its stderr."""
+        _, err = self.run(
+            "repo", "init", "--repo", repo, "--root-threshold", threshold,
+            *[a for role, key in keys.items() for a in (f"--{role}-key", key)], code=1,
+        )  # fmt: skip
+        return err
 
     def box(self) -> TrustedState:
         return TrustedState.from_root((self.repo / "metadata" / "1.root.json").read_bytes())
@@ -122,7 +135,8 @@ def test_cli_root_rotation_revokes_a_targets_key(vendor: Vendor) -> None:
     assert "2.root.json" in out
     model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
     _, err = vendor.build(model, targets=("targets0", "targets1"), code=1)
-    assert "needs 2 targets signatures" in err and "are not" in err
+    assert "targets0.pem (keyid " in err
+    assert "is not a key of root v2, given as a targets key" in err
     vendor.build(model, targets=("targets1", "targets3"))
     verified = verify_bundle(vendor.usb / "chest-xray-1.0.0.aplbundle", vendor.box(), 0, BOX)
     assert verified.root_version == 2
@@ -143,6 +157,46 @@ def test_bundle_build_refuses_keys_below_threshold(vendor: Vendor) -> None:
     _, err = vendor.build(model, targets=("targets0",), code=1)
     assert "needs 2 targets signatures from its targets keys; too few keys given" in err
     assert not list(vendor.usb.iterdir())
+
+
+def wrong_role(vendor: Vendor, err: str, name: str, owner: str, evidence: str, asked: str) -> None:
+    """``err`` refuses key ``name`` of role ``owner`` given as an ``asked`` key, with a hint."""
+    path = vendor.keys / f"{name}.pem"
+    assert f"{path} is a {owner} key ({evidence}), given as a {asked} key." in err, err
+    assert f"keys create --role {asked}" in err.split("what to do:")[1]
+
+
+def test_bundle_build_refuses_a_root_key_given_as_a_targets_key(vendor: Vendor) -> None:
+    vendor.init()
+    model = write_model(vendor.top / "models" / "m", "chest-xray", "1.0.0")
+    _, err = vendor.build(model, targets=("root0", "targets1"), code=1)
+    wrong_role(vendor, err, "root0", "root", "root v1 lists it", "targets")
+    assert not list(vendor.usb.iterdir())
+    assert sorted(p.name for p in (vendor.repo / "metadata").iterdir()) == ["1.root.json"]
+
+
+@pytest.mark.parametrize("option", ["--sign-with", "--root-key"])
+def test_root_rotation_refuses_a_targets_key_given_as_a_root_key(
+    vendor: Vendor, option: str
+) -> None:
+    """With two root keys the old threshold is met: the targets key would have gone in unseen,
+    as a stray signature (--sign-with) or as a root key of the new root (--root-key)."""
+    vendor.init()
+    roots = [vendor.keys / "root0.pem", vendor.keys / "root1.pem"]
+    _, err = vendor.run(
+        "root", "rotate", "--repo", vendor.repo, "--sign-with", *roots,
+        option, vendor.keys / "targets0.pem", code=1,
+    )  # fmt: skip
+    wrong_role(vendor, err, "targets0", "targets", "root v1 lists it", "root")
+    assert not (vendor.repo / "metadata" / "2.root.json").exists()
+
+
+def test_repo_init_refuses_a_key_its_pub_file_gives_another_role(vendor: Vendor) -> None:
+    keys = vendor.one_key_each()
+    keys["root"], keys["targets"] = keys["targets"], keys["root"]
+    err = vendor.init_with(vendor.repo, keys)
+    wrong_role(vendor, err, "root0", "root", "its .pub file says so", "targets")
+    assert not vendor.repo.exists()
 
 
 @pytest.mark.parametrize(
@@ -206,15 +260,9 @@ def test_ctrl_c_says_the_command_did_not_finish(tmp_path: Path) -> None:
 
 
 def test_a_repository_path_that_is_a_file_is_named(vendor: Vendor) -> None:
-    root, targets = vendor.key("root", "root0"), vendor.key("targets", "targets0")
-    snapshot, timestamp = vendor.key("snapshot", "snapshot"), vendor.key("timestamp", "timestamp")
     not_a_folder = vendor.top / "repo.json"
     not_a_folder.write_text("{}")
-    _, err = vendor.run(
-        "repo", "init", "--repo", not_a_folder, "--root-key", root, "--root-threshold", "1",
-        "--targets-key", targets, "--snapshot-key", snapshot, "--timestamp-key", timestamp,
-        code=1,
-    )  # fmt: skip
+    err = vendor.init_with(not_a_folder, vendor.one_key_each())
     assert f"cannot use {not_a_folder} as the vendor repository" in err
     assert "--repo" in err.split("what to do:")[1]
 
@@ -236,13 +284,7 @@ def test_bundle_build_from_a_folder_that_is_no_repository_leaves_nothing_behind(
 
 
 def test_a_refused_repo_init_leaves_no_folder_behind(vendor: Vendor) -> None:
-    root, targets = vendor.key("root", "root0"), vendor.key("targets", "targets0")
-    snapshot, timestamp = vendor.key("snapshot", "snapshot"), vendor.key("timestamp", "timestamp")
-    _, err = vendor.run(
-        "repo", "init", "--repo", vendor.repo, "--root-key", root, "--root-threshold", "2",
-        "--targets-key", targets, "--snapshot-key", snapshot, "--timestamp-key", timestamp,
-        code=1,
-    )  # fmt: skip
+    err = vendor.init_with(vendor.repo, vendor.one_key_each(), threshold="2")
     assert "the root role would need 2 signatures from 1 keys" in err
     assert not vendor.repo.exists()
 
