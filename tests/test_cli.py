@@ -454,6 +454,21 @@ def test_an_admin_enables_an_account_and_resets_a_password(state: Path) -> None:
     appliance(state, "login", "--user", "bob", "--password-file", str(new))
 
 
+def test_a_user_changes_their_own_password(state: Path) -> None:
+    appliance(state, "trust", "enroll")
+    login_admin(state)
+    pw, new = state / "pw", state / "new-pw"
+    new.write_text("my own passphrase, not the admin's\n")
+    appliance(state, "users", "add", "bob", "--role", "clinician", "--password-file", str(pw))
+    appliance(state, "login", "--user", "bob", "--password-file", str(pw))
+    wrong = appliance(state, "passwd", "--current-file", str(new), "--new-file", str(new),
+                      check=False)  # fmt: skip
+    assert wrong.returncode != 0 and "current password is wrong" in wrong.stderr
+    changed = appliance(state, "passwd", "--current-file", str(pw), "--new-file", str(new))
+    assert "password of 'bob' changed" in changed.stdout
+    appliance(state, "login", "--user", "bob", "--password-file", str(new))
+
+
 def test_adding_an_account_twice_says_what_to_do(state: Path) -> None:
     appliance(state, "trust", "enroll")
     login_admin(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from appliance.cli.common import command, load_session, read_secret, save_session, session_file
@@ -92,6 +93,19 @@ def cmd_password(args: argparse.Namespace, rt: Runtime, who: Principal | None) -
     return 0
 
 
+def cmd_passwd(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    me = _me(who)
+    current = read_secret("current password: ", args.current_file, option="--current-file")
+    new = read_secret("new password: ", args.new_file, what="new password", option="--new-file")
+    if args.new_file is None and sys.stdin is not None and sys.stdin.isatty():
+        again = read_secret("new password again: ")
+        if again != new:
+            raise AccountError("the two new passwords differ; nothing changed.", "Run it again.")
+    rt.identity.change_password(me, current, new)
+    print(f"password of '{me.username}' changed; your other sessions are ended")
+    return 0
+
+
 def cmd_unlock(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
     rt.identity.unlock(_me(who), args.user)
     print(f"account '{args.user}' unlocked")
@@ -119,6 +133,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     login.add_argument("--password-file", help="read the password from this file")
     login.add_argument("--reason", help="why (required for a break-glass account)")
     command(sub, "logout", "end the saved session", cmd_logout, "logout")
+    passwd = command(sub, "passwd", "change your own password (the current one is asked)",
+                     cmd_passwd, "passwd")  # fmt: skip
+    passwd.add_argument("--current-file", help="read the current password from this file")
+    passwd.add_argument("--new-file", help="read the new password from this file")
 
     what = "accounts, roles, service tokens"
     users = sub.add_parser("users", help=what, description=what)

@@ -67,6 +67,8 @@ class Identity(Protocol):
 
     def set_password(self, by: Principal, username: str, password: str) -> None: ...
 
+    def change_password(self, by: Principal, current: str, password: str) -> None: ...
+
 
 def _no_verify() -> VerifyReport:
     raise NotImplementedError("this console has no audit log")
@@ -125,6 +127,9 @@ class _RuntimeIdentity:
 
     def set_password(self, by: Principal, username: str, password: str) -> None:
         self._rt.identity.set_password(by, username, password)
+
+    def change_password(self, by: Principal, current: str, password: str) -> None:
+        self._rt.identity.change_password(by, current, password)
 
 
 @dataclass(frozen=True)

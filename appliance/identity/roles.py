@@ -47,10 +47,11 @@ class Permission(StrEnum):
     CONFIG_CHANGE = "config.change"
     HEALTH_READ = "health.read"
     HEALTH_EXPORT = "health.export"  # the signed health report: inventory and PCRs leave the box
+    PASSWORD_OWN = "password.own"  # noqa: S105 - a permission: change one's own password
 
 
 P = Permission
-_CLINICAL = frozenset({P.INFER, P.RESULTS_READ, P.HEALTH_READ})
+_CLINICAL = frozenset({P.INFER, P.RESULTS_READ, P.HEALTH_READ, P.PASSWORD_OWN})
 PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(
         {
@@ -70,6 +71,7 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             P.CONFIG_CHANGE,
             P.HEALTH_READ,
             P.HEALTH_EXPORT,
+            P.PASSWORD_OWN,
         }
     ),  # fmt: skip
     Role.TECHNICIAN: frozenset(
@@ -83,10 +85,13 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             P.UPDATE_READ,
             P.HEALTH_READ,
             P.HEALTH_EXPORT,
+            P.PASSWORD_OWN,
         }
     ),  # fmt: skip
     Role.CLINICIAN: _CLINICAL,
-    Role.AUDITOR: frozenset({P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_EXPORT, P.HEALTH_READ}),
+    Role.AUDITOR: frozenset(
+        {P.AUDIT_READ, P.AUDIT_VERIFY, P.AUDIT_EXPORT, P.HEALTH_READ, P.PASSWORD_OWN}
+    ),
     Role.SERVICE: frozenset({P.INFER, P.RESULTS_READ, P.HEALTH_READ}),
     Role.BREAK_GLASS: _CLINICAL,
 }
@@ -108,6 +113,7 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "cli:users disable": P.USER_MANAGE,
     "cli:users enable": P.USER_MANAGE,
     "cli:users password": P.USER_MANAGE,
+    "cli:passwd": P.PASSWORD_OWN,
     "cli:users unlock": P.USER_MANAGE,
     "cli:users token": P.USER_MANAGE,
     "cli:users revoke": P.USER_MANAGE,
@@ -135,6 +141,7 @@ ENTRY_POINTS: Mapping[str, Permission] = {
     "console:break-glass ack": P.BREAK_GLASS_ACK,
     "console:health report": P.HEALTH_EXPORT,
     "console:accounts": P.USER_MANAGE,
+    "console:password": P.PASSWORD_OWN,
     "console:provision": P.TRUST_ENROLL,  # resuming the wizard once the first admin exists
 }
 

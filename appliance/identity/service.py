@@ -174,6 +174,39 @@ class IdentityService:
             db.execute("UPDATE tokens SET revoked = 1 WHERE username = ?", (username,))
             self._account_change(by, username, "password reset")
 
+    def change_password(self, by: Principal, current: str, password: str) -> None:
+        """Change the caller's own password, given the current one.
+
+        A wrong current password counts as a failed login (towards the lockout) and is audited,
+        so an unattended session does not let anyone guess it or take the account over. The
+        caller's other sessions end; this one stays.
+        """
+        require(by, Permission.PASSWORD_OWN, "change a password")
+        account = self._existing(by.username)
+        if not passwords.verify_password(account.password_hash, current):
+            self._count_failure(by.username, True, self.clock())
+            raise AuthenticationError(
+                "the current password is wrong; the password is unchanged.",
+                "Type the password you logged in with; after "
+                f"{self.policy.lockout_threshold} failures the account is locked for a while.",
+            )
+        if password == current:
+            raise AccountError(
+                "the new password is the current one.", "Choose a password you have not used."
+            )
+        passwords.check_policy(by.username, password)
+        hashed = passwords.hash_password(password)
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE accounts SET password_hash = ?, failed = 0 WHERE username = ?",
+                (hashed, by.username),
+            )
+            db.execute(
+                "UPDATE tokens SET revoked = 1 WHERE username = ? AND id != ?",
+                (by.username, by.session_id),
+            )
+            self._account_change(by, by.username, "password")
+
     def disable(self, by: Principal, username: str) -> None:
         """Disable the account and revoke its tokens, in one transaction.
 

@@ -9,8 +9,13 @@ from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Select
 
 from appliance.audit.records import AuditEvent
-from appliance.console import ConsoleBackends, create_app
-from appliance.console.screens.accounts import AccountsScreen, NewAccountDialog, PasswordDialog
+from appliance.console import ConsoleApp, ConsoleBackends, create_app
+from appliance.console.screens.accounts import (
+    AccountsScreen,
+    ChangePasswordDialog,
+    NewAccountDialog,
+    PasswordDialog,
+)
 from appliance.console.screens.dashboard import DashboardScreen
 from appliance.errors import AuthenticationError, SessionExpiredError
 from appliance.identity.roles import Role
@@ -47,6 +52,13 @@ async def press(pilot: Pilot[None], button: str) -> None:
 def changes(runtime: Runtime, account: str) -> list[str]:
     return [str(r.detail["action"]) for r in runtime.audit.records()
             if r.event is AuditEvent.ACCOUNT_CHANGE and r.detail["account"] == account]  # fmt: skip
+
+
+def with_account(backends: ConsoleBackends, runtime: Runtime, name: str, role: Role) -> ConsoleApp:
+    """The console app, on a box where the admin has added ``name`` (password NURSE_PASSWORD)."""
+    admin, _ = runtime.identity.login("alice", ADMIN_PASSWORD)
+    runtime.identity.add_account(admin, name, role, NURSE_PASSWORD)
+    return create_app(backends)
 
 
 def test_an_admin_adds_a_clinician_who_can_then_log_in(
@@ -154,9 +166,7 @@ def test_disable_enable_unlock_and_reset_on_the_console(
 def test_only_an_admin_opens_the_accounts_screen(
     backends: ConsoleBackends, runtime: Runtime
 ) -> None:
-    admin, _ = runtime.identity.login("alice", ADMIN_PASSWORD)
-    runtime.identity.add_account(admin, "tech", Role.TECHNICIAN, NURSE_PASSWORD)
-    app = create_app(backends)
+    app = with_account(backends, runtime, "tech", Role.TECHNICIAN)
 
     async def scenario(pilot: Pilot[None]) -> None:
         await log_in(pilot, "tech", NURSE_PASSWORD)
@@ -167,3 +177,34 @@ def test_only_an_admin_opens_the_accounts_screen(
         assert any("needs an admin account" in n.message for n in app._notifications)
 
     drive(app, scenario)
+
+
+def test_a_clinician_changes_their_own_password_on_the_console(
+    backends: ConsoleBackends, runtime: Runtime
+) -> None:
+    app = with_account(backends, runtime, "nurse", Role.CLINICIAN)
+
+    async def change(pilot: Pilot[None], current: str) -> None:
+        await pilot.press("p")
+        await settle(pilot)
+        dialog = pilot.app.screen
+        assert isinstance(dialog, ChangePasswordDialog)
+        dialog.query_one("#current", Input).value = current
+        dialog.query_one("#password", Input).value = NEW_PASSWORD
+        dialog.query_one("#repeat", Input).value = NEW_PASSWORD
+        await press(pilot, "#yes")
+        assert showing(pilot, DashboardScreen)
+
+    async def scenario(pilot: Pilot[None]) -> None:
+        await log_in(pilot, "nurse", NURSE_PASSWORD)
+        await settle(pilot)
+        await change(pilot, "not my password at all")
+        assert any("current password is wrong" in n.message for n in app._notifications)
+        await change(pilot, NURSE_PASSWORD)
+        assert any("Your password is changed" in n.message for n in app._notifications)
+
+    drive(app, scenario)
+    with pytest.raises(AuthenticationError):
+        runtime.identity.login("nurse", NURSE_PASSWORD)
+    runtime.identity.login("nurse", NEW_PASSWORD)
+    assert changes(runtime, "nurse") == ["create", "password"]

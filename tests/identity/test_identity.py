@@ -280,6 +280,37 @@ def test_an_admin_reset_ends_sessions_and_lifts_a_lockout(
         identity.login("pacs", "a fresh long passphrase")
 
 
+def test_a_user_changes_their_password_only_knowing_the_current_one(
+    runtime: Runtime, identity: IdentityService, admin: Principal
+) -> None:
+    """An unattended session does not let a passer-by take the account: the current password
+    is asked, and wrong guesses count towards the lockout like failed logins."""
+    identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    bob, this = identity.login("bob", PASSWORD)
+    _, other = identity.login("bob", PASSWORD)
+    with pytest.raises(AuthenticationError, match="current password is wrong"):
+        identity.change_password(bob, "a guess of a password", "a new long passphrase")
+    assert events(runtime)[-1] is AuditEvent.LOGIN_FAILED
+    with pytest.raises(AccountError, match="is the current one"):
+        identity.change_password(bob, PASSWORD, PASSWORD)
+    identity.change_password(bob, PASSWORD, "a new long passphrase")
+    assert identity.authenticate(this.token).username == "bob"  # this session goes on
+    with pytest.raises(SessionExpiredError):
+        identity.authenticate(other.token)
+    with pytest.raises(AuthenticationError):
+        identity.login("bob", PASSWORD)
+    identity.login("bob", "a new long passphrase")
+    for _ in range(identity.policy.lockout_threshold):
+        with pytest.raises(AuthenticationError):
+            identity.change_password(bob, "another guess at it", "a third long passphrase")
+    with pytest.raises(AccountLockedError):
+        identity.login("bob", "a new long passphrase")
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    pacs = identity.authenticate(identity.issue_service_token(admin, "pacs").token)
+    with pytest.raises(PermissionDeniedError, match="may not change a password"):
+        identity.change_password(pacs, "", "a new long passphrase")
+
+
 def test_only_admins_manage_accounts(identity: IdentityService, admin: Principal) -> None:
     identity.add_account(admin, "tech", Role.TECHNICIAN, PASSWORD)
     tech, _ = identity.login("tech", PASSWORD)

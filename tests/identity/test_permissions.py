@@ -71,6 +71,7 @@ def _argv(entry: str, role: Role, tmp: Path) -> list[str]:
         "users add": [f"new-{tag}", "--role", "clinician", "--password-file", str(tmp / "pw")],
         "users disable": ["nobody"],
         "users enable": ["nobody"],
+        "passwd": ["--current-file", str(tmp / "pw"), "--new-file", str(tmp / "pw")],
         "users password": ["nobody", "--password-file", str(tmp / "pw")],
         "users unlock": ["nobody"],
         "users token": ["user-service"],

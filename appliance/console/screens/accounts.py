@@ -318,3 +318,20 @@ class PasswordDialog(_PasswordForm):
     def submitted(self) -> None:
         if (password := self.password()) is not None:
             self.dismiss(password)
+
+
+class ChangePasswordDialog(_PasswordForm):
+    """One's own password: the current one, then the new one typed twice."""
+
+    title_text = "Change your password. Your other sessions end."
+    yes = "Change"
+
+    def fields(self) -> ComposeResult:
+        yield Input(placeholder="current password", password=True, id="current")
+
+    def submitted(self) -> None:
+        current = self.query_one("#current", Input).value
+        if not current:
+            self.error("Type your current password.")
+        elif (password := self.password()) is not None:
+            self.dismiss((current, password))

@@ -17,7 +17,7 @@ from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.health import HealthReport
 from appliance.console.messages import HealthGathered, LogoffRequested, ReportExported
 from appliance.console.screens.accounts import NEEDS_ROLE as NEEDS_ACCOUNTS_ROLE
-from appliance.console.screens.accounts import AccountsScreen, may_manage
+from appliance.console.screens.accounts import AccountsScreen, ChangePasswordDialog, may_manage
 from appliance.console.screens.audit import NEEDS_ROLE as NEEDS_AUDIT_ROLE
 from appliance.console.screens.audit import AuditScreen, may_read
 from appliance.console.screens.update import NEEDS_ROLE, UpdateScreen, may_install
@@ -42,6 +42,7 @@ class DashboardScreen(Screen[None]):
         Binding("u", "update", "Update from USB"),
         Binding("a", "audit", "Audit"),
         Binding("s", "accounts", "Accounts"),
+        Binding("p", "password", "My password"),
         Binding("h", "health_report", "Health report to USB"),
         Binding("ctrl+l", "log_off", "Log off"),
     ]
@@ -125,6 +126,30 @@ class DashboardScreen(Screen[None]):
             self.notify(NEEDS_ACCOUNTS_ROLE, title="Not allowed", severity="error")
             return
         self.app.push_screen(AccountsScreen(self.principal, self.backends))
+
+    def action_password(self) -> None:
+        if not may_enter(self.principal.role, "console:password"):
+            self.notify("This account has no password to change.", title="Not allowed",
+                        severity="error")  # fmt: skip
+            return
+
+        def answered(change: tuple[str, str] | None) -> None:
+            if change is not None:
+                self.change_password(*change)
+
+        self.app.push_screen(ChangePasswordDialog(), answered)
+
+    @work(thread=True, exclusive=True, group="password")
+    def change_password(self, current: str, password: str) -> None:
+        """In a thread: checking and hashing passwords takes a moment."""
+        try:
+            self.backends.identity.change_password(self.principal, current, password)
+        except ApplianceError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Password not changed",
+                                      severity="error")  # fmt: skip
+        else:
+            self.app.call_from_thread(self.notify, "Your password is changed; your other "
+                                      "sessions are ended.", title="Password changed")  # fmt: skip
 
     def action_health_report(self) -> None:
         if not may_enter(self.principal.role, "console:health report"):
