@@ -61,6 +61,13 @@ from appliance.updates.verify import (
 log = logging.getLogger(__name__)
 
 
+_NOT_VALIDATED = (
+    "The model did not pass this box's validation gate and is not put in use; the version in "
+    "use, if any, stays live. Give the vendor this message and the health report (`appliance "
+    "health report`, or `h` on the console)."
+)
+
+
 class Phase(StrEnum):
     IDLE = "idle"
     VERIFY = "verify"  # Mender's Download: the bundle is read (from USB) and verified
@@ -273,7 +280,7 @@ class UpdateAgent:
         state = self._enter(state, Phase.VALIDATE)
         ok, reason = self._validate(verified.manifest, sink.slot)
         if not ok:
-            return self._rollback(state, reason)
+            return self._rollback(state, f"{reason}. {_NOT_VALIDATED}")
         state = self._enter(state, Phase.COMMIT, reason=reason)
         return self._commit(state)
 

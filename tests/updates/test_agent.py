@@ -90,6 +90,8 @@ def test_validation_below_tolerance_rolls_back(box: Box) -> None:
     state = box.agent().install(box.bundle("2.0.0", degrade=True))
     assert state.phase is Phase.FAILURE
     assert "below the vendor's" in (state.reason or "")
+    assert "the version in use, if any, stays live" in (state.reason or "")  # and what to do
+    assert "appliance health report" in (state.reason or "")
     assert box.active_version() == "1.0.0"
     assert box.agent().store.state("risk-demo").slots[SlotName.B] is None
     refused = [r for r in box.rt.audit.records() if r.event is AuditEvent.UPDATE_REFUSED]
