@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from appliance.api.deps import ApiServices
+from appliance.api.gate import BodyTooLargeError, RequestGate, Scope
 from appliance.api.results import ResultNotFoundError
 from appliance.api.routes import news2, results, tasks, v2
 from appliance.api.routes.tasks import NoModelForTaskError
@@ -38,11 +40,11 @@ from appliance.inference.registry import ModelNotFoundError
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 64 << 20
-
-
-class BodyTooLargeError(InputError):
-    """A body without a Content-Length grew past the limit while it was read (answered 413)."""
-
+OPENAPI_URL = "/openapi.json"
+# Served without credentials: the schema every refusal's hint points to. Every other route
+# authorises its caller (roles.ENTRY_POINTS), health checks too.
+PUBLIC = frozenset({OPENAPI_URL})
+ROUTES_KNOWN, ROUTE_PATH_MAX = 1024, 256  # the paths whose route is remembered, and how long
 
 STATUS: list[tuple[type[ApplianceError], int]] = [
     (SessionExpiredError, 401), (AuthenticationError, 401), (AccountLockedError, 401),
@@ -58,12 +60,6 @@ UNREADABLE: Mapping[type[BaseException], str] = {
     UnicodeDecodeError: "it is not UTF-8 text",
     RecursionError: "it is nested too deeply",
 }
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def status_for(exc: ApplianceError) -> int:
@@ -87,35 +83,32 @@ def _error(status: int, message: str, hint: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with 413, counting what arrives (chunked too)."""
+def _answer(exc: ApplianceError) -> JSONResponse:
+    return _error(status_for(exc), exc.message, exc.hint)
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _error(413, f"the body has {int(declared)} bytes; at most {self.limit}.",
-                         "Send smaller requests.")(scope, receive, send)  # fmt: skip
-            return
-        seen = 0
+def credentials_needed(routes: Sequence[BaseRoute]) -> Callable[[Scope], bool]:
+    """Whether a request goes to one of ``routes`` that authorises its caller: any but PUBLIC's.
+    A request no route takes (404) or takes with another method (405) is answered without its
+    body or a token, as before."""
+    # Matching costs tens of microseconds (every route's pattern); the answer depends on the
+    # method and path only, and few of those recur (a model's infer path, a task's).
+    known: dict[tuple[str, str], bool] = {}
 
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLargeError(
-                    f"the body is over {self.limit} bytes; the API takes at most that.",
-                    "Send smaller requests.",
-                )
-            return message
+    def needed(scope: Scope) -> bool:
+        key = (scope["method"], scope["path"])
+        answer = known.get(key)
+        if answer is None:
+            answer = key[1] not in PUBLIC and any(
+                route.matches(scope)[0] is Match.FULL for route in routes
+            )
+            if len(known) >= ROUTES_KNOWN:
+                known.clear()
+            if len(key[1]) <= ROUTE_PATH_MAX:
+                known[key] = answer
+        return answer
 
-        await self.app(scope, counted, send)
+    return needed
 
 
 def watchdog_interval(env: Mapping[str, str]) -> float | None:
@@ -154,7 +147,7 @@ def create_app(
     ``watchdog_s``: ping ``notify("WATCHDOG=1")`` that often from the event loop.
     """
     app = FastAPI(title="Clinical AI appliance", version=services.server_version,
-                  docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None, openapi_url=OPENAPI_URL,
                   lifespan=_lifespan(watchdog_s, notify))  # fmt: skip
     app.state.services = services
     app.include_router(v2.router)
@@ -190,5 +183,8 @@ def create_app(
         return _error(400, f"the request is invalid at '{where}': {first.get('msg', 'invalid')}.",
                       "See /openapi.json for the request schema.")  # fmt: skip
 
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(
+        RequestGate, limit=max_body_bytes, needs_credentials=credentials_needed(app.router.routes),
+        authenticate=services.identity.authenticate, answer=_answer,
+    )  # fmt: skip
     return app

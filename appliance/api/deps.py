@@ -42,8 +42,9 @@ def services(request: Request) -> ApiServices:
     return svc
 
 
-def authorise(svc: ApiServices, headers: Mapping[str, str], entry: str) -> Principal:
-    """Authenticate the bearer token and check the entry point's permission (denials audited)."""
+def bearer_token(headers: Mapping[str, str]) -> str:
+    """The token of the request's ``Authorization: Bearer`` header; raises SessionExpiredError
+    when there is none."""
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -52,7 +53,16 @@ def authorise(svc: ApiServices, headers: Mapping[str, str], entry: str) -> Princ
             "Send 'Authorization: Bearer <token>' (a service token from `appliance users "
             "token`, or a session from `appliance login`).",
         )
-    principal = svc.identity.authenticate(token)
+    return token
+
+
+def authorise(svc: ApiServices, headers: Mapping[str, str], entry: str) -> Principal:
+    """Authenticate the bearer token and check the entry point's permission (denials audited).
+
+    The request gate (gate.py) has already refused a request whose token could never pass, before
+    its body was read; the token is authenticated again here (a cached lookup) so that one
+    revoked while the body arrived is still refused."""
+    principal = svc.identity.authenticate(bearer_token(headers))
     permission: Permission = ENTRY_POINTS[entry]
     if not may(principal.role, permission):
         svc.identity.record_denial(principal, entry, permission)

@@ -1,0 +1,141 @@
+"""Clients on the clinic LAN that announce large bodies and send them slowly, or not at all,
+against the real served API over raw TLS sockets: nobody without a valid token gets the server
+to read a body, and nobody holds a connection and its buffered body longer than the bound."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from appliance.audit.records import AuditEvent
+from appliance.identity.roles import Role
+
+from .conftest import Served
+from .test_api import FEATURES, v2_body
+
+ANNOUNCED = 60_000_000  # under the 64 MiB limit: only the caller is wrong
+# The routes that take a body; the studies route already checked its caller first.
+BODY_ROUTES = [
+    "/v2/models/risk-demo/infer", "/v1/tasks/risk-score", "/v1/tasks/notes",
+    "/v1/tasks/risk-score/news2",
+]  # fmt: skip
+WAIT_S = 10.0  # how long a test waits for an answer the server owes it now
+
+
+@pytest.fixture
+def sockets(served: Served) -> Iterator[list[ssl.SSLSocket]]:
+    """Connections opened by :func:`connect`, closed after the test."""
+    opened: list[ssl.SSLSocket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def connect(served: Served, opened: list[ssl.SSLSocket]) -> ssl.SSLSocket:
+    """A TLS connection to the API, as a client that imported the site certificate."""
+    assert served.api.tls is not None
+    ctx = ssl.create_default_context(cafile=str(served.api.tls.cert))
+    raw = socket.create_connection(("127.0.0.1", served.api.port), timeout=WAIT_S)
+    sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    opened.append(sock)
+    return sock
+
+
+def start_request(
+    sock: ssl.SSLSocket, path: str, length: int, authorization: str | None, first: bytes
+) -> None:
+    """Send a POST's headers announcing ``length`` bytes of body, and only ``first`` of them."""
+    head = [f"POST {path} HTTP/1.1", "Host: appliance", "Content-Type: application/json",
+            f"Content-Length: {length}"]  # fmt: skip
+    if authorization is not None:
+        head.append(f"Authorization: {authorization}")
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + first)
+
+
+def answer(sock: ssl.SSLSocket) -> tuple[int, dict[str, str], dict[str, str]]:
+    """The status, headers and JSON body of the server's answer (socket.timeout if none comes)."""
+    response = http.client.HTTPResponse(sock, method="POST")  # type: ignore[arg-type]
+    response.begin()
+    headers = {k.lower(): v for k, v in response.getheaders()}
+    return response.status, headers, json.loads(response.read())
+
+
+def closed_by_server(sock: ssl.SSLSocket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+def test_an_unauthenticated_large_body_is_refused_before_it_is_sent(
+    served: Served, sockets: list[ssl.SSLSocket], path: str
+) -> None:
+    """The routes parsed a body of up to 64 MiB before they checked the caller: anyone on the
+    LAN could hold that much memory per connection, and the connection, by sending slowly."""
+    sock = connect(served, sockets)
+    start_request(sock, path, ANNOUNCED, None, b'{"inputs": [')
+    status, headers, body = answer(sock)  # the 60 MB were never sent
+    assert status == 401, body
+    assert "bearer token" in body["error"] and "Authorization: Bearer" in body["hint"]
+    assert headers["www-authenticate"] == "Bearer"
+    assert headers["connection"] == "close" and closed_by_server(sock)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not-a-token", "Bearer apl_0123456789ab_guessed"],
+    ids=["basic", "empty", "malformed", "unknown"],
+)
+@pytest.mark.parametrize("path", ["/v2/models/risk-demo/infer", "/v1/tasks/risk-score"])
+def test_a_bad_token_with_a_large_body_is_refused_before_it_is_sent(
+    served: Served, sockets: list[ssl.SSLSocket], path: str, authorization: str
+) -> None:
+    sock = connect(served, sockets)
+    start_request(sock, path, ANNOUNCED, authorization, b"{")
+    status, _, body = answer(sock)
+    assert status == 401, body
+    assert body["error"] in ("this request carries no bearer token.", "that token is not valid.")
+    assert body["hint"]
+    assert closed_by_server(sock)
+
+
+def test_a_revoked_token_with_a_large_body_is_refused_before_it_is_sent(
+    served: Served, sockets: list[ssl.SSLSocket]
+) -> None:
+    with served.client() as http_client:  # the token worked, and its lookup is cached
+        ok = http_client.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+        assert ok.status_code == 200, ok.text
+    token_id = served.tokens[Role.SERVICE].split("_")[1]
+    admin = served.rt.identity.authenticate(served.tokens[Role.ADMIN])
+    served.rt.identity.revoke(admin, token_id)
+    sock = connect(served, sockets)
+    start_request(sock, "/v2/models/risk-demo/infer", ANNOUNCED,
+                  f"Bearer {served.tokens[Role.SERVICE]}", b"{")  # fmt: skip
+    status, _, body = answer(sock)
+    assert status == 401 and "ended or revoked" in body["error"], body
+
+
+def test_an_idle_session_is_logged_off_once_and_refused_before_its_body(
+    served: Served, sockets: list[ssl.SSLSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The early refusal is the request's only authentication failure: the idle logoff is audited
+    once (by the identity service, as before), and no permission denial follows."""
+    before = len(list(served.rt.audit.records()))
+    later = time.time() + 3600  # past the clinician session's idle time
+    monkeypatch.setattr(served.rt.identity, "clock", lambda: later)
+    sock = connect(served, sockets)
+    start_request(sock, "/v1/tasks/notes", ANNOUNCED, f"Bearer {served.tokens[Role.CLINICIAN]}",
+                  b'{"text": "')  # fmt: skip
+    status, _, body = answer(sock)
+    assert status == 401 and "logged off" in body["error"], body
+    new = list(served.rt.audit.records())[before:]
+    assert [(r.event, r.actor, r.detail.get("why")) for r in new] == [
+        (AuditEvent.LOGOUT, "user-clinician", "idle")
+    ]
