@@ -7,6 +7,7 @@ variables, command-line flags. Nothing reads configuration anywhere else.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -37,6 +38,11 @@ class Config:
     counter_index: int = DEFAULT_COUNTER_INDEX
     api_host: str = "127.0.0.1"
     api_port: int = 8443
+    # A request's body must have arrived this long after its headers were accepted, or it is
+    # refused (408): a client that announces a large body and sends it slowly, or never, holds
+    # no connection and no buffered body for longer. 64 MiB, the largest body, takes about 6 s
+    # at 100 Mbit/s.
+    api_body_timeout_seconds: float = 30.0
     dicom_port: int = 11112
     # DICOM: a study closes when nothing arrived for this long; `appliance run` starts the
     # receiver itself unless appliance-dicom.service runs it (the image sets this to false).
@@ -160,6 +166,16 @@ def _positive(name: str, value: Any) -> int:
     return number
 
 
+def _seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{name} is '{value}'; it must be a number of seconds above 0.")
+    return seconds
+
+
 def _path(name: str, value: Any) -> Path:
     # Path("") is the current folder: an empty setting would scatter state wherever one stands.
     if not str(value).strip():
@@ -210,6 +226,7 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "state_dir": _path,
     "pcrs": _pcrs,
     "api_port": _port,
+    "api_body_timeout_seconds": _seconds,
     "dicom_port": _port,
     "counter_index": lambda _, v: int(v, 0) if isinstance(v, str) else int(v),
     "log_level": _log_level,

@@ -28,6 +28,13 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert config.tcti is None
 
 
+def test_the_body_timeout_takes_fractions_of_a_second(tmp_path: Path) -> None:
+    file = tmp_path / "t.toml"
+    file.write_text("api_body_timeout_seconds = 2.5\n")
+    assert load_config(file, env={}).api_body_timeout_seconds == 2.5
+    assert Config().api_body_timeout_seconds == 30
+
+
 def test_config_file_named_by_environment(tmp_path: Path) -> None:
     file = tmp_path / "b.toml"
     file.write_text('pcrs = "11, 7"\n')
@@ -42,6 +49,9 @@ def test_config_file_named_by_environment(tmp_path: Path) -> None:
         ("colour = 'blue'", "unknown setting 'colour'"),
         ("pcrs = [", "cannot read configuration"),
         ("log_level = 'loud'", "log_level 'loud' is unknown"),
+        ("api_body_timeout_seconds = 0", "api_body_timeout_seconds is '0'; it must be a number"),
+        ("api_body_timeout_seconds = 'soon'", "seconds above 0"),
+        ("api_body_timeout_seconds = nan", "seconds above 0"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:

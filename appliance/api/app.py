@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from appliance.api.deps import ApiServices
-from appliance.api.gate import BodyTooLargeError, RequestGate, Scope
+from appliance.api.gate import BodyTimeoutError, BodyTooLargeError, RequestGate, Scope
 from appliance.api.results import ResultNotFoundError
 from appliance.api.routes import news2, results, tasks, v2
 from appliance.api.routes.tasks import NoModelForTaskError
@@ -40,6 +40,7 @@ from appliance.inference.registry import ModelNotFoundError
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 64 << 20
+DEFAULT_BODY_TIMEOUT_S = 30.0
 OPENAPI_URL = "/openapi.json"
 # Served without credentials: the schema every refusal's hint points to. Every other route
 # authorises its caller (roles.ENTRY_POINTS), health checks too.
@@ -49,7 +50,7 @@ ROUTES_KNOWN, ROUTE_PATH_MAX = 1024, 256  # the paths whose route is remembered,
 STATUS: list[tuple[type[ApplianceError], int]] = [
     (SessionExpiredError, 401), (AuthenticationError, 401), (AccountLockedError, 401),
     (PermissionDeniedError, 403), (ModelNotFoundError, 404), (ResultNotFoundError, 404),
-    (BodyTooLargeError, 413),
+    (BodyTooLargeError, 413), (BodyTimeoutError, 408),
     (UnsupportedMediaError, 415), (InputError, 400), (InferenceError, 400),
     (UnusableSliceError, 400), (AnalysisError, 400), (ModelOutputError, 503),
     (NoModelForTaskError, 503), (StorageError, 503),
@@ -139,11 +140,13 @@ def create_app(
     services: ApiServices,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     watchdog_s: float | None = None,
     notify: Callable[[str], object] = lambda _state: None,
 ) -> FastAPI:
     """The API over ``services``; serve it with uvicorn (see appliance.api.server).
 
+    ``body_timeout_s``: a request's body must have arrived this long after its headers (408).
     ``watchdog_s``: ping ``notify("WATCHDOG=1")`` that often from the event loop.
     """
     app = FastAPI(title="Clinical AI appliance", version=services.server_version,
@@ -184,7 +187,8 @@ def create_app(
                       "See /openapi.json for the request schema.")  # fmt: skip
 
     app.add_middleware(
-        RequestGate, limit=max_body_bytes, needs_credentials=credentials_needed(app.router.routes),
+        RequestGate, limit=max_body_bytes, body_timeout_s=body_timeout_s,
+        needs_credentials=credentials_needed(app.router.routes),
         authenticate=services.identity.authenticate, answer=_answer,
     )  # fmt: skip
     return app

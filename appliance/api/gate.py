@@ -8,12 +8,15 @@ the identity service (401). It answers such refusals with ``Connection: close``:
 body is never read, and the connection is not left to the client. The route still authorises the
 caller (the token again, a cached lookup; the permission; the audit of a denial).
 
-Then it counts the body the route reads as it arrives (chunked too): over the limit is a 413,
-raised to the route as an error, which the app's handlers answer.
+Then it bounds the body the route reads: over the limit, counted as it arrives (chunked too), is
+a 413; not complete within the body timeout of those checks (begun or not) is a 408, answered
+with ``Connection: close``. Both are raised to the route as errors, which the app's handlers
+answer. Once the body is complete, the route may take as long as it needs.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -35,20 +38,25 @@ class BodyTooLargeError(InputError):
     """A body is over the limit: declared so, or grown past it while it was read (413)."""
 
 
+class BodyTimeoutError(ApplianceError):
+    """A body did not arrive completely within the body timeout (answered 408)."""
+
+
 class RequestGate:
     """Refuse, before the body is read: a declared body over ``limit`` bytes, and a caller whose
-    token ``authenticate`` does not accept on a route where ``needs_credentials``; then count the
-    body as it arrives (chunked too) and refuse it once it grows past ``limit``.
+    token ``authenticate`` does not accept on a route where ``needs_credentials``; then bound
+    the body the route reads to ``limit`` bytes, complete ``body_timeout_s`` after those checks.
 
     ``authenticate`` may block (it reads and may write the identity database, and audit an idle
     session's logoff): it runs in the threadpool. ``answer`` turns a refusal into a response.
     """
 
     def __init__(
-        self, app: ASGIApp, *, limit: int, needs_credentials: Callable[[Scope], bool],
-        authenticate: Callable[[str], object], answer: Callable[[ApplianceError], ASGIApp],
+        self, app: ASGIApp, *, limit: int, body_timeout_s: float,
+        needs_credentials: Callable[[Scope], bool], authenticate: Callable[[str], object],
+        answer: Callable[[ApplianceError], ASGIApp],
     ) -> None:  # fmt: skip
-        self.app, self.limit, self.answer = app, limit, answer
+        self.app, self.limit, self.body_timeout_s, self.answer = app, limit, body_timeout_s, answer
         self.needs_credentials, self.authenticate = needs_credentials, authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,20 +67,11 @@ class RequestGate:
         if refusal is not None:
             await self.answer(refusal)(scope, receive, _closing(send))
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLargeError(
-                    f"the body is over {self.limit} bytes; the API takes at most that.",
-                    "Send smaller requests.",
-                )
-            return message
-
-        await self.app(scope, counted, send)
+        # From now, not from the headers: a caller's check that waited for a busy threadpool is
+        # no fault of the client's (its body waits meanwhile in uvicorn's bounded buffer).
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        body = _Body(receive, self.limit, deadline, self.body_timeout_s)
+        await self.app(scope, body.receive, body.send_to(send))
 
     def _declared_too_large(self, scope: Scope) -> ApplianceError | None:
         declared = Headers(scope=scope).get("content-length")
@@ -92,6 +91,54 @@ class RequestGate:
         except ApplianceError as exc:
             return exc
         return None
+
+
+class _Body:
+    """The request's ``receive`` bounded: at most ``limit`` bytes, all of them by ``deadline``
+    (the event loop's clock)."""
+
+    def __init__(self, receive: Receive, limit: int, deadline: float, timeout_s: float) -> None:
+        self._receive, self.limit = receive, limit
+        self.deadline, self.timeout_s = deadline, timeout_s
+        self.seen = 0
+        self.complete = False
+        self.expired = False
+
+    async def receive(self) -> Message:
+        if self.complete:  # after the body: only a disconnect comes, whenever it comes
+            return await self._receive()
+        if self.expired:
+            raise self._late()
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                message = await self._receive()
+        except TimeoutError:
+            self.expired = True
+            raise self._late() from None
+        self.seen += len(message.get("body", b""))
+        if self.seen > self.limit:
+            raise BodyTooLargeError(
+                f"the body is over {self.limit} bytes; the API takes at most that.",
+                "Send smaller requests.",
+            )
+        self.complete = message["type"] != "http.request" or not message.get("more_body")
+        return message
+
+    def _late(self) -> BodyTimeoutError:
+        return BodyTimeoutError(
+            f"the body did not arrive within {self.timeout_s:g} s; {self.seen} bytes of it came.",
+            "Send the whole body right after the headers; over a slow link, ask an admin to "
+            "raise api_body_timeout_seconds in the box's configuration.",
+        )
+
+    def send_to(self, send: Send) -> Send:
+        """``send`` that closes the connection after the answer once the body came too late:
+        what the client still sends of it is never read."""
+
+        async def sending(message: Message) -> None:
+            await (_closing(send) if self.expired else send)(message)
+
+        return sending
 
 
 def _closing(send: Send) -> Send:

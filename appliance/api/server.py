@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from appliance import __version__, hardware
-from appliance.api.app import create_app, watchdog_interval
+from appliance.api.app import DEFAULT_BODY_TIMEOUT_S, create_app, watchdog_interval
 from appliance.api.deps import ApiServices
 from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
@@ -82,9 +82,11 @@ class ApiServer:
     host: str
     port: int
     tls: SiteCertificate | None
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        app = create_app(self.services, watchdog_s=watchdog_interval(os.environ), notify=_sd_notify)
+        app = create_app(self.services, body_timeout_s=self.body_timeout_s,
+                         watchdog_s=watchdog_interval(os.environ), notify=_sd_notify)  # fmt: skip
         config = uvicorn.Config(
             # uvloop and httptools (uvicorn[standard]) named, not left to "auto": the C event
             # loop and HTTP parser are a measured part of the API's cost (bench/inference.py).
@@ -155,6 +157,7 @@ def serve(rt: Runtime, ov_core: Any, *, port: int | None = None, tls: bool = Tru
         site = ensure_site_certificate(rt.config.state_dir / "tls", box_name(rt.config),
                                        [address] if address is not None else [])  # fmt: skip
     server = ApiServer(build_services(rt, ov_core), rt.config.api_host,
-                       rt.config.api_port if port is None else port, site)  # fmt: skip
+                       rt.config.api_port if port is None else port, site,
+                       rt.config.api_body_timeout_seconds)  # fmt: skip
     server.start()
     return server

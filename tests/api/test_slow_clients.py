@@ -4,8 +4,10 @@ to read a body, and nobody holds a connection and its buffered body longer than 
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
+import select
 import socket
 import ssl
 import time
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from appliance.audit.records import AuditEvent
+from appliance.config import Config
 from appliance.identity.roles import Role
 
 from .conftest import Served
@@ -26,6 +29,12 @@ BODY_ROUTES = [
     "/v1/tasks/risk-score/news2",
 ]  # fmt: skip
 WAIT_S = 10.0  # how long a test waits for an answer the server owes it now
+BODY_TIMEOUT_S = 2.0  # api_body_timeout_seconds on the served box
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    return dataclasses.replace(config, api_body_timeout_seconds=BODY_TIMEOUT_S)
 
 
 @pytest.fixture
@@ -139,3 +148,68 @@ def test_an_idle_session_is_logged_off_once_and_refused_before_its_body(
     assert [(r.event, r.actor, r.detail.get("why")) for r in new] == [
         (AuditEvent.LOGOUT, "user-clinician", "idle")
     ]
+
+
+def infer_body() -> bytes:
+    return json.dumps(v2_body(FEATURES)).encode()
+
+
+def assert_served(served: Served) -> None:
+    """Other clients get their answers."""
+    with served.client() as http_client:
+        assert http_client.get("/v2/health/live").status_code == 200
+        answer = http_client.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("sent", [0.5, 0.0], ids=["stops-mid-body", "body-never-starts"])
+@pytest.mark.parametrize(
+    "path", ["/v2/models/risk-demo/infer", "/v1/tasks/risk-score", "/v1/tasks/studies"]
+)
+def test_a_body_that_stops_arriving_is_a_408_and_others_are_served_meanwhile(
+    served: Served, sockets: list[ssl.SSLSocket], path: str, sent: float
+) -> None:
+    """An authenticated client that announced its body and then stopped sending held the
+    connection and what it had sent for as long as it liked."""
+    body = infer_body()
+    stalled = [connect(served, sockets) for _ in range(3)]
+    for sock in stalled:
+        start_request(sock, path, len(body), f"Bearer {served.tokens[Role.SERVICE]}",
+                      body[: int(len(body) * sent)])  # fmt: skip
+    assert_served(served)  # while those wait for their bodies
+    for sock in stalled:
+        status, headers, answered = answer(sock)
+        assert status == 408, answered
+        assert f"did not arrive within {BODY_TIMEOUT_S:g} s" in answered["error"], answered
+        assert "api_body_timeout_seconds" in answered["hint"]
+        assert headers["connection"] == "close" and closed_by_server(sock)
+    assert_served(served)
+
+
+def test_a_slow_body_within_the_bound_is_served_and_a_trickle_past_it_is_not(
+    served: Served, sockets: list[ssl.SSLSocket]
+) -> None:
+    """The bound is on the whole body, not on each pause: a client that keeps sending a byte at
+    a time never pauses long, and is still cut off at the bound. One that sends its body in
+    pieces within the bound gets its answer."""
+    token = f"Bearer {served.tokens[Role.SERVICE]}"
+    body = infer_body()
+    slow = connect(served, sockets)
+    start_request(slow, "/v2/models/risk-demo/infer", len(body), token, b"")
+    pieces = [body[i : i + len(body) // 4 + 1] for i in range(0, len(body), len(body) // 4 + 1)]
+    for piece in pieces:  # about half a second in all, against a bound of two
+        time.sleep(0.1)
+        slow.sendall(piece)
+    status, _, answered = answer(slow)
+    assert status == 200 and answered["outputs"], answered
+
+    trickle = connect(served, sockets)
+    start_request(trickle, "/v2/models/risk-demo/infer", 10_000, token, b"{")
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([trickle], [], [], 0.2)
+        if readable:
+            break
+        trickle.sendall(b" ")
+    status, _, answered = answer(trickle)
+    assert status == 408, answered
