@@ -5,9 +5,10 @@ body before the handler that checks the caller. So the gate, around the app, ref
 that could never pass before any of its body is read: one whose declared length is over the limit
 (413), or one with a body, to a route that needs credentials, whose bearer token is missing or
 not accepted by the identity service (401; without a body the route's own check comes as soon,
-and the gate spares the request a thread hop). It answers such refusals with ``Connection: close``: the rest of the
-body is never read, and the connection is not left to the client. The route still authorises the
-caller (the token again, a cached lookup; the permission; the audit of a denial).
+and the gate spares the request a thread hop). It answers such refusals with ``Connection:
+close``: the rest of the body is never read, and the connection is not left to the client. The
+route still authorises the caller (the token again, a cached lookup; the permission; the audit
+of a denial).
 
 Then it bounds the body the route reads: over the limit, counted as it arrives (chunked too), is
 a 413; not complete within the body timeout of those checks (begun or not) is a 408, answered

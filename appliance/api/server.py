@@ -14,6 +14,7 @@ import uvicorn
 
 from appliance import __version__, hardware
 from appliance.api.app import DEFAULT_BODY_TIMEOUT_S, create_app, watchdog_interval
+from appliance.api.connections import with_header_deadline
 from appliance.api.deps import ApiServices
 from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
@@ -74,6 +75,9 @@ def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
     )
 
 
+HEADER_TIMEOUT_S = 10.0  # for a request's headers (the body's bound, when shorter)
+
+
 @dataclass
 class ApiServer:
     """uvicorn in a thread, plus the model watcher. ``port`` is known once started."""
@@ -89,9 +93,11 @@ class ApiServer:
                          watchdog_s=watchdog_interval(os.environ), notify=_sd_notify)  # fmt: skip
         config = uvicorn.Config(
             # uvloop and httptools (uvicorn[standard]) named, not left to "auto": the C event
-            # loop and HTTP parser are a measured part of the API's cost (bench/inference.py).
+            # loop and HTTP parser are a measured part of the API's cost (bench/inference.py);
+            # httptools' protocol with a deadline for the headers (connections.py).
             app, host=self.host, port=self.port, log_config=None, access_log=False,
-            loop="uvloop", http="httptools", lifespan="on",
+            loop="uvloop", http=with_header_deadline(min(HEADER_TIMEOUT_S, self.body_timeout_s)),
+            lifespan="on",
             ssl_certfile=str(self.tls.cert) if self.tls else None,
             ssl_keyfile=str(self.tls.key) if self.tls else None,
         )  # fmt: skip

@@ -213,3 +213,43 @@ def test_a_slow_body_within_the_bound_is_served_and_a_trickle_past_it_is_not(
         trickle.sendall(b" ")
     status, _, answered = answer(trickle)
     assert status == 408, answered
+
+
+def test_a_connection_that_sends_no_request_is_closed_and_others_are_served(
+    served: Served, sockets: list[ssl.SSLSocket]
+) -> None:
+    """uvicorn timed nothing before a request's headers: a connection that sent nothing after
+    the TLS handshake stayed open for good, so enough of them used up the server's sockets."""
+    silent = [connect(served, sockets) for _ in range(3)]
+    assert_served(served)  # while those say nothing
+    for sock in silent:  # recv would raise socket.timeout after WAIT_S if they stayed open
+        assert closed_by_server(sock)
+
+
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["first", "keep-alive"])
+def test_headers_sent_a_byte_at_a_time_are_cut_off(
+    served: Served, sockets: list[ssl.SSLSocket], after_a_request: bool
+) -> None:
+    """Slowloris: each byte restarted uvicorn's only timer (keep-alive), so a header line sent a
+    byte every 0.2 s held the connection as long as the client liked; on a kept-alive
+    connection too, after a request that was answered."""
+    sock = connect(served, sockets)
+    if after_a_request:
+        body = infer_body()
+        start_request(sock, "/v2/models/risk-demo/infer", len(body),
+                      f"Bearer {served.tokens[Role.SERVICE]}", body)  # fmt: skip
+        assert answer(sock)[0] == 200
+    sock.sendall(b"POST /v1/tasks/risk-score HTTP/1.1\r\nHost: appliance\r\n")
+    closed = False
+    deadline = time.monotonic() + WAIT_S
+    while not closed and time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], 0.2)
+        if readable:
+            closed = closed_by_server(sock)
+            break
+        try:
+            sock.sendall(b"X")
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            closed = True
+    assert closed, f"the server still reads headers after {WAIT_S:g} s"
+    assert_served(served)
