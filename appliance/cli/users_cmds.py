@@ -86,10 +86,7 @@ def cmd_password(args: argparse.Namespace, rt: Runtime, who: Principal | None) -
     me = _me(who)
     password = read_secret(f"new password for {args.user}: ", args.password_file)
     rt.identity.set_password(me, args.user, password)
-    if args.user == me.username:
-        print(f"password of '{args.user}' changed")
-    else:
-        print(f"password of '{args.user}' reset; its sessions are ended and any lockout lifted")
+    print(f"password of '{args.user}' reset; its sessions are ended and any lockout lifted")
     return 0
 
 

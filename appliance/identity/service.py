@@ -145,14 +145,18 @@ class IdentityService:
             )
 
     def set_password(self, by: Principal, username: str, password: str) -> None:
-        """Set a password: one's own, or (an admin) anyone's.
+        """An admin's reset of another account's password: it also ends the account's sessions
+        and lifts a lockout (what a clinic does for a forgotten or exposed password).
 
-        An admin's reset also ends the account's sessions and lifts a lockout: it is what a
-        clinic does for a forgotten or exposed password.
+        One's own password changes only with :meth:`change_password`, which asks for the
+        current one: a session left open must not let anyone take its account over.
         """
-        reset = by.username != username
-        if reset:
-            require(by, Permission.USER_MANAGE, "change another user's password")
+        require(by, Permission.USER_MANAGE, "change another user's password")
+        if by.username == username:
+            raise AccountError(
+                "your own password is changed knowing the current one, not reset.",
+                "Use `appliance passwd`, or `p` on the console's dashboard.",
+            )
         account = self.store.account(username)
         if account and account.role is Role.SERVICE:
             raise AccountError(
@@ -161,9 +165,6 @@ class IdentityService:
             )
         passwords.check_policy(username, password)
         hashed = passwords.hash_password(password)
-        if not reset:
-            self._update(by, username, "password", password_hash=hashed)
-            return
         with self.store.transaction() as db:
             self._existing(username)
             db.execute(

@@ -149,6 +149,7 @@ def test_disable_enable_unlock_and_reset_on_the_console(
         await press(pilot, "#yes")
         assert "Password of 'nurse' reset" in text(pilot, "#account-result")
         await select(pilot, screen, "alice")
+        assert screen.query_one("#password", Button).disabled  # her own: `p`, knowing it
         await press(pilot, "#disable")
         await press(pilot, "#yes")
         assert "'alice' is the last active admin" in text(pilot, "#account-result")

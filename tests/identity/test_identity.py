@@ -408,13 +408,18 @@ def test_service_token_for_a_person_is_refused(
 def test_only_a_user_manager_sets_another_users_password(
     identity: IdentityService, admin: Principal
 ) -> None:
-    """Anyone may change their own password; setting someone else's would take their account."""
+    """Setting someone else's password would take their account; one's own changes only with
+    the current password (change_password)."""
     identity.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
     bob, _ = identity.login("bob", PASSWORD)
     with pytest.raises(PermissionDeniedError, match="may not change another user's password"):
         identity.set_password(bob, "alice", "bob owns the admin now")
     identity.login("alice", ADMIN_PASSWORD)
-    identity.set_password(bob, "bob", "a new long passphrase")
+    with pytest.raises(PermissionDeniedError):  # nor their own without the current one
+        identity.set_password(bob, "bob", "a new long passphrase")
+    with pytest.raises(AccountError, match="changed knowing the current one"):
+        identity.set_password(admin, "alice", "a new long passphrase")  # an admin neither
+    identity.change_password(bob, PASSWORD, "a new long passphrase")
     identity.login("bob", "a new long passphrase")
 
 

@@ -125,8 +125,12 @@ class AccountsScreen(Screen[None]):
         self.query_one("#disable", Button).disabled = account is None or account.disabled
         self.query_one("#enable", Button).disabled = account is None or not account.disabled
         self.query_one("#unlock", Button).disabled = not locked
-        has_password = account is not None and account.role is not Role.SERVICE
-        self.query_one("#password", Button).disabled = not has_password
+        resettable = (  # one's own password is changed on the dashboard, knowing it (`p`)
+            account is not None
+            and account.role is not Role.SERVICE
+            and account.username != self.principal.username
+        )
+        self.query_one("#password", Button).disabled = not resettable
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         actions: dict[str | None, Callable[[], None]] = {
@@ -166,7 +170,7 @@ class AccountsScreen(Screen[None]):
 
     def action_password(self) -> None:
         account = self.selected()
-        if account is None or account.role is Role.SERVICE:
+        if account is None or self.query_one("#password", Button).disabled:
             return
 
         identity, name = self.backends.identity, account.username
