@@ -39,11 +39,11 @@ PANELS: dict[str, tuple[str, Callable[[HealthReport], Text]]] = {
 class DashboardScreen(Screen[None]):
     BINDINGS = [  # noqa: RUF012 - Textual's API
         Binding("r", "refresh_now", "Refresh"),
-        Binding("u", "update", "Update from USB"),
+        Binding("u", "update", "Update"),
         Binding("a", "audit", "Audit"),
         Binding("s", "accounts", "Accounts"),
-        Binding("p", "password", "My password"),
-        Binding("h", "health_report", "Health report to USB"),
+        Binding("p", "password", "Password"),
+        Binding("h", "health_report", "Report"),
         Binding("ctrl+l", "log_off", "Log off"),
     ]
 
