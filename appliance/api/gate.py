@@ -65,7 +65,8 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._declared_too_large(scope) or await self._caller_refused(scope)
+        headers = Headers(scope=scope)  # parsed once for the checks below
+        refusal = self._declared_too_large(headers) or await self._caller_refused(scope, headers)
         if refusal is not None:
             await self.answer(refusal)(scope, receive, _closing(send))
             return
@@ -75,8 +76,8 @@ class RequestGate:
         body = _Body(receive, self.limit, deadline, self.body_timeout_s)
         await self.app(scope, body.receive, body.send_to(send))
 
-    def _declared_too_large(self, scope: Scope) -> ApplianceError | None:
-        declared = Headers(scope=scope).get("content-length")
+    def _declared_too_large(self, headers: Headers) -> ApplianceError | None:
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return BodyTooLargeError(
                 f"the body has {int(declared)} bytes; at most {self.limit}.",
@@ -84,12 +85,12 @@ class RequestGate:
             )
         return None
 
-    async def _caller_refused(self, scope: Scope) -> ApplianceError | None:
+    async def _caller_refused(self, scope: Scope, headers: Headers) -> ApplianceError | None:
         """Why the caller can never pass the route's check, or None (also when it needs none)."""
-        if not self.needs_credentials(scope) or not _has_body(scope):
+        if not self.needs_credentials(scope) or not _has_body(headers):
             return None  # a request without a body costs nothing to read: the route checks it
         try:
-            await run_in_threadpool(self.authenticate, bearer_token(Headers(scope=scope)))
+            await run_in_threadpool(self.authenticate, bearer_token(headers))
         except ApplianceError as exc:
             return exc
         return None
@@ -143,8 +144,7 @@ class _Body:
         return sending
 
 
-def _has_body(scope: Scope) -> bool:
-    headers = Headers(scope=scope)
+def _has_body(headers: Headers) -> bool:
     length = headers.get("content-length")
     return "transfer-encoding" in headers or (
         length is not None and length.strip() not in ("", "0")
