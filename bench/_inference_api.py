@@ -27,6 +27,7 @@ import httpx
 import numpy as np
 import openvino as ov
 from _inference_common import API_CLIENTS, NOT_BEFORE, BenchSetupError, Row, Settings, progress
+from _inference_floor import cpu_by_role, measure_floor, role_rows
 from _inference_peers import (
     WRK_MISSING,
     Array,
@@ -347,9 +348,11 @@ def measure_wrk(
             seq = run_wrk(wrk, url, script, threads=1, connections=1,
                           seconds=max(2, s.wrk_seconds // 2))  # fmt: skip
             cpu0 = process_cpu_s()
-            runs = [run_wrk(wrk, url, script, threads=2, connections=API_CLIENTS,
-                            seconds=s.wrk_seconds) for _ in range(s.wrk_repeats)]  # fmt: skip
-            cpu_ms = (process_cpu_s() - cpu0) * 1000 / max(sum(r.requests for r in runs), 1)
+            with cpu_by_role() as used:
+                runs = [run_wrk(wrk, url, script, threads=2, connections=API_CLIENTS,
+                                seconds=s.wrk_seconds) for _ in range(s.wrk_repeats)]  # fmt: skip
+            served = sum(r.requests for r in runs)
+            cpu_ms = (process_cpu_s() - cpu0) * 1000 / max(served, 1)
             best = max(runs, key=lambda r: r.requests_per_s)
             rows += [
                 Row(f"API ({label}): wrk -t1 -c1 (C client, sequential)", seq.p50_ms, seq.p99_ms,
@@ -361,6 +364,7 @@ def measure_wrk(
             ]  # fmt: skip
             if server is api:
                 now, c1_ms = best.requests_per_s, seq.p50_ms
+                rows += role_rows(used, served)
     progress(f"engine, {API_CLIENTS} Python threads on ServedModel.infer")
     cpu0 = process_cpu_s()
     engine_rates = [threaded_rate(engine_call, x, API_CLIENTS, s.wrk_seconds)
@@ -372,7 +376,28 @@ def measure_wrk(
                     batch="b=1", note=f"the ratio's peer, best of {s.wrk_repeats} x "
                     f"{s.wrk_seconds} s, {engine_cpu_ms:.2f} CPU-ms an inference; API now = "
                     f"{ratio:.3f}x (goal >= 0.9)"))  # fmt: skip
+    assert api.tls is not None  # http_latencies has refused a server without TLS
+    floor, floor_cpu_ms = measure_floor(wrk, api.tls, path, script,
+                                        len(one_answer(api, token, path, request)), s)  # fmt: skip
+    ceiling = engine_cpu_ms / (engine_cpu_ms + floor_cpu_ms)
+    rows += [*floor, Row(
+        "  ratio's ceiling on this stack: engine CPU / (engine CPU + FastAPI floor CPU)",
+        note=f"{ceiling:.3f}: what an API doing nothing but TLS, HTTP and FastAPI could reach",
+    )]  # fmt: skip
     return rows, ratio, c1_ms
+
+
+def one_answer(api: ApiServer, token: str, path: str, request: V2Request) -> bytes:
+    """The body of one answer of the API to ``request``."""
+    assert api.tls is not None
+    ctx = ssl.create_default_context(cafile=str(api.tls.cert))
+    headers = {"Authorization": f"Bearer {token}", **request.headers}
+    with httpx.Client(verify=ctx, timeout=30) as http:
+        answer = http.post(f"https://127.0.0.1:{api.port}{path}", content=request.body,
+                           headers=headers)  # fmt: skip
+    if answer.status_code != 200:
+        raise BenchSetupError(f"the API answered {answer.status_code}: {answer.text}")
+    return answer.content
 
 
 def process_cpu_s() -> float:

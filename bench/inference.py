@@ -8,7 +8,8 @@ a fraction of the CPU's fp32 peak. Then it serves the model the way the box does
 a signed bundle installed by the real update agent, uvicorn over TLS) and compares the API's
 end-to-end batch-1 latency and its throughput at 16 clients (``wrk``, a C load generator) with
 the raw engine's, plus what one durable write (audit append + result commit) costs on its own
-(the API half lives in ``_inference_api.py``: it also serves the per-request path of before).
+(the API half lives in ``_inference_api.py``: it also serves the per-request path of before), and
+the floor: the same uvicorn and TLS serving apps that do nothing (``_inference_floor.py``).
 
 Run ``.venv/bin/python bench/inference.py [--quick]``. Prints progress, one table, then
 ``api_overhead_ms_p50`` and ``api_vs_engine_throughput_ratio``. Asserts nothing: timings on a
@@ -343,8 +344,12 @@ box in the same run. At one client group commit cannot help: the fsyncs stay on 
 uvicorn runs in this process (a thread, as in the tests); wrk runs beside it on the same cores.
 api_overhead_ms_p50 = API p50 with wrk -c1 - engine p50, same run; ratio = wrk -c16 / 16 threads.
 At 16 clients the API and the engine have the same two cores, so the ratio cannot exceed the
-engine's CPU-ms an inference over the API process's CPU-ms a request (both in the notes): the API
-adds TLS, HTTP, the token check, an audit append and a result commit to every inference.
+engine's CPU-ms an inference over the API process's CPU-ms a request (both in the notes). The
+"API process CPU" rows split the latter by thread (from /proc, around the 16-client run). The
+"floor" rows serve apps that do nothing (a bare ASGI app, FastAPI with one route) from the same
+uvicorn, TLS certificate, request body and answer size: TLS, HTTP and FastAPI alone. The rest of
+the API's cost is its own work: the token check, decoding, the audit record, the result row and
+the hand-offs between threads.
 """)  # fmt: skip
     print(HEADLINE_NOTE)
     for api in apis:
