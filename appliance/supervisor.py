@@ -148,11 +148,12 @@ def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:
     from appliance.api.server import serve
 
     ov_core = ov.Core()
-    detected = hardware.detect(ov_core, runtime.config.state_dir)
+    detected = hardware.detect(ov_core, runtime.config.state_dir, tcti=runtime.config.tcti)
     profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
     problems = hardware.compare(profile, detected)
     errors = [m for m in problems if m.severity == "error"]
     say(f"hardware       profile {profile.name}; devices {', '.join(detected.openvino_devices)}; "
+        f"TPM {hardware.tpm_summary(detected)}; "
         f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
         f"{' (appliance hardware)' if problems else ''}")  # fmt: skip
     api = serve(runtime, ov_core)

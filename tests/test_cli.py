@@ -174,12 +174,12 @@ def test_model_encrypt_and_verify_through_the_cli(state: Path) -> None:
     assert bad.returncode == 1 and "Reinstall" in bad.stderr
 
 
-def _run_until_ready(state: Path) -> tuple[subprocess.Popen[str], list[str]]:
+def _run_until_ready(state: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env["APPLIANCE_CONFIG"] = "/nonexistent"
     env["APPLIANCE_DICOM_PORT"] = "0"
     proc = subprocess.Popen(
-        [*APPLIANCE, "--state-dir", str(state), "run"],
+        [*APPLIANCE, "--state-dir", str(state), *args, "run"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -216,6 +216,15 @@ def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_run_checks_the_hardware_against_the_tpm_named_with_tcti(state: Path, swtpm: Swtpm) -> None:
+    proc, lines = _run_until_ready(state, "--tcti", swtpm.tcti)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    [line] = [x for x in lines if x.startswith("appliance: hardware ")]
+    assert f"; TPM {swtpm.tcti} (configured; not an existing device node); " in line, line
 
 
 def test_audit_verify_and_export_through_the_cli(state: Path) -> None:

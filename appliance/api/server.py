@@ -50,7 +50,7 @@ def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
         with open_tpm(rt.tcti) as tpm:
             return core.key_store(rt.config).unseal(tpm, KeyName.MODEL_STORE)
 
-    detected = hardware.detect(ov_core, rt.config.state_dir)
+    detected = hardware.detect(ov_core, rt.config.state_dir, tcti=rt.config.tcti)
     profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
 
     def choose(manifest: Manifest) -> str:

@@ -120,7 +120,9 @@ class HealthSource:
         )
 
     def _hardware(self, problems: list[Problem]) -> HardwareSummary:
-        detected = hardware.detect(None, self.config.state_dir, available=self.devices())
+        detected = hardware.detect(
+            None, self.config.state_dir, available=self.devices(), tcti=self.config.tcti
+        )
         profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
         for m in hardware.compare(profile, detected):
             level = Level.ERROR if m.severity == hardware.Severity.ERROR else Level.WARNING

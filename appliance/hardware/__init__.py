@@ -17,7 +17,14 @@ best profile, report), ``choice`` (the device choice). Callers import from here.
 """
 
 from appliance.hardware.choice import AUTO_KINDS, DEFAULT_ORDER, choose_device, device_kind
-from appliance.hardware.compare import LOW_DISK_SHARE, MEMORY_SLACK, best_profile, compare, report
+from appliance.hardware.compare import (
+    LOW_DISK_SHARE,
+    MEMORY_SLACK,
+    best_profile,
+    compare,
+    report,
+    tpm_summary,
+)
 from appliance.hardware.detect import DetectedHardware, detect
 from appliance.hardware.profiles import (
     GIB,
@@ -56,4 +63,5 @@ __all__ = [
     "load_profiles",
     "profiles_dir",
     "report",
+    "tpm_summary",
 ]

@@ -200,9 +200,6 @@ def report(
 ) -> str:
     """A multi-line, human-readable account of the machine against ``profile``."""
     d = detected
-    tpm = f"none; the embedded swtpm stands in (state in {d.swtpm_state or 'not made yet'})"
-    tpm = f"{d.tpm_tcti} (configured; not an existing device node)" if d.tpm_tcti else tpm
-    tpm = str(d.tpm_device) if d.tpm_device else tpm
     memory = "unknown" if d.memory_gib is None else f"{d.memory_gib:.1f} GiB"
     ov_line = ", ".join(d.openvino_devices) or f"no device ({d.openvino_error or 'none found'})"
     lines = [
@@ -212,7 +209,7 @@ def report(
         f"OpenVINO         {ov_line}",
         f"/dev/accel       {', '.join(d.accel_nodes) or 'empty'}",
         f"/dev/dri         {', '.join(d.render_nodes) or 'no render node'}",
-        f"TPM              {tpm}",
+        f"TPM              {tpm_summary(d)}",
         f"memory           {memory} (profile: {_num(profile.min_memory_gib)} GiB)",
         f"state partition  {d.disk_total_gib:.1f} GiB, {d.disk_free_gib:.1f} GiB free at "
         f"{d.disk_path} (profile: {_num(profile.min_disk_gib)} GiB)",
@@ -230,6 +227,16 @@ def report(
         lines += textwrap.wrap(f"{m.message}.", 99, initial_indent=first, subsequent_indent=rest)
         lines += textwrap.wrap(m.hint, 99, initial_indent=rest, subsequent_indent=rest)
     return "\n".join(lines)
+
+
+def tpm_summary(detected: DetectedHardware) -> str:
+    """The TPM the check looked at, as :func:`report` and ``appliance run`` name it."""
+    if detected.tpm_device is not None:
+        return str(detected.tpm_device)
+    if detected.tpm_tcti is not None:
+        return f"{detected.tpm_tcti} (configured; not an existing device node)"
+    state = detected.swtpm_state or "not made yet"
+    return f"none; the embedded swtpm stands in (state in {state})"
 
 
 def _flags_line(profile: HardwareProfile, detected: DetectedHardware) -> str:

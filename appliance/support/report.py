@@ -156,7 +156,7 @@ def export_report(
     from appliance.audit.records import AuditEvent, Outcome
 
     detected = hardware.detect(None if devices is not None else ov.Core(), rt.config.state_dir,
-                               available=devices)  # fmt: skip
+                               available=devices, tcti=rt.config.tcti)  # fmt: skip
     with open_tpm(rt.tcti) as tpm:
         body = gather_body(rt.config, tpm, detected, ov.get_version(), actor)
         doc = sign(tpm, body, quoted_pcrs(rt.config))

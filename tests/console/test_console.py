@@ -96,6 +96,18 @@ def test_login_reaches_the_dashboard_with_tpm_and_models(backends: ConsoleBacken
     drive(create_app(backends), scenario)
 
 
+def test_the_health_check_looks_at_the_tpm_the_box_is_configured_with(
+    backends: ConsoleBackends, runtime: Runtime
+) -> None:
+    """The box's TPM is the test's swtpm, named with tcti: the hardware check reports that one,
+    not a missing /dev/tpmrm0 with an embedded swtpm standing in."""
+    tcti = runtime.config.tcti
+    assert tcti is not None
+    [tpm] = [p for p in backends.health().problems if p.subject == "TPM"]
+    assert f"the configured TPM {tcti} is not a device node" in tpm.message
+    assert "--tcti" in tpm.action
+
+
 def test_break_glass_needs_a_reason_and_shows_the_banner(
     backends: ConsoleBackends, runtime: Runtime
 ) -> None:

@@ -60,6 +60,9 @@ def test_an_honest_report_verifies_and_holds_what_support_needs(
     assert body["box"]["by"] == "alice"
     assert body["versions"]["openvino"]
     assert body["hardware"]["openvino_devices"] == ["CPU"]
+    # The TPM the box is configured with (the test's swtpm), not /dev/tpmrm0 nor an embedded one.
+    assert config.tcti is not None
+    assert (body["hardware"]["tpm_tcti"], body["hardware"]["tpm_device"]) == (config.tcti, None)
     assert body["trust"]["enrolled"] is True
     assert sorted(map(int, doc["pcrs"])) == list(quoted_pcrs(config))
     with open_tpm(config.device_tcti()) as tpm:
