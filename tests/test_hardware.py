@@ -91,7 +91,9 @@ def big_disk(detected: DetectedHardware) -> DetectedHardware:
 
 def npu_box(tmp_path: Path, **kwargs: Any) -> DetectedHardware:
     trees = fake_box(tmp_path, accel=("accel0",), render=("card0", "renderD128"))
-    detected = detect(None, tmp_path / "state", available=["CPU", "GPU.0", "NPU"], **trees)
+    detected = detect(
+        None, tmp_path / "state", available=["CPU", "GPU.0", "NPU"], **trees, tcti=None
+    )
     return replace(big_disk(detected), **kwargs)
 
 
@@ -159,7 +161,7 @@ def test_a_folder_without_profiles_is_refused(tmp_path: Path) -> None:
 
 
 def test_detect_on_this_machine(core: ov.Core, tmp_path: Path) -> None:
-    detected = detect(core, tmp_path / "state")
+    detected = detect(core, tmp_path / "state", tcti=None)
     assert "CPU" in detected.openvino_devices
     assert DeviceKind.CPU in detected.device_kinds()
     assert detected.openvino_error is None
@@ -175,7 +177,7 @@ def test_detect_on_this_machine(core: ov.Core, tmp_path: Path) -> None:
 def test_this_cpu_only_machine_matches_the_cpu_only_profile(
     core: ov.Core, tmp_path: Path, profiles: dict[str, HardwareProfile]
 ) -> None:
-    detected = detect(core, tmp_path)
+    detected = detect(core, tmp_path, tcti=None)
     if detected.device_kinds() != {DeviceKind.CPU}:
         pytest.skip(f"this machine has {detected.openvino_devices}, not only a CPU")
     profile = best_profile(profiles, detected)
@@ -258,7 +260,11 @@ def test_an_i5_box_is_not_taken_for_a_cpu_only_box(
 ) -> None:
     detected = big_disk(
         detect(
-            None, tmp_path, available=["CPU", "GPU"], **fake_box(tmp_path, render=("renderD128",))
+            None,
+            tmp_path,
+            available=["CPU", "GPU"],
+            tcti=None,
+            **fake_box(tmp_path, render=("renderD128",)),
         )
     )
     # cpu-only has no error either (only a warning about the GPU): more devices matched wins.
@@ -268,7 +274,9 @@ def test_an_i5_box_is_not_taken_for_a_cpu_only_box(
 
 def test_the_embedded_swtpm_state_is_reported(tmp_path: Path) -> None:
     (tmp_path / "state" / "swtpm").mkdir(parents=True)
-    detected = detect(None, tmp_path / "state", available=["CPU"], **fake_box(tmp_path, tpm=False))
+    detected = detect(
+        None, tmp_path / "state", available=["CPU"], **fake_box(tmp_path, tpm=False), tcti=None
+    )
     assert detected.tpm_device is None
     assert detected.swtpm_state == tmp_path / "state" / "swtpm"
 
@@ -293,7 +301,9 @@ def test_the_tpm_a_tcti_names_is_the_one_detected(
 def test_unreadable_proc_leaves_memory_unknown_and_warns(
     tmp_path: Path, profiles: dict[str, HardwareProfile]
 ) -> None:
-    detected = detect(None, tmp_path, available=["CPU"], proc=tmp_path / "none", dev=tmp_path)
+    detected = detect(
+        None, tmp_path, available=["CPU"], proc=tmp_path / "none", dev=tmp_path, tcti=None
+    )
     assert detected.memory_gib is None
     assert detected.cpu_flags == frozenset()
     found = compare(profiles["cpu-only"], detected)
@@ -302,7 +312,7 @@ def test_unreadable_proc_leaves_memory_unknown_and_warns(
 
 def test_detect_needs_a_core_or_a_device_list(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="OpenVINO core"):
-        detect(None, tmp_path)
+        detect(None, tmp_path, tcti=None)
 
 
 class BrokenCore:
@@ -316,7 +326,7 @@ class BrokenCore:
 def test_an_openvino_failure_is_reported_not_raised(
     tmp_path: Path, profiles: dict[str, HardwareProfile]
 ) -> None:
-    detected = detect(BrokenCore(), tmp_path, **fake_box(tmp_path))
+    detected = detect(BrokenCore(), tmp_path, **fake_box(tmp_path), tcti=None)
     assert detected.openvino_devices == ()
     assert detected.openvino_error is not None and "plugin load failed" in detected.openvino_error
     found = compare(profiles["cpu-only"], big_disk(detected))

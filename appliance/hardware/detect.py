@@ -45,8 +45,8 @@ def detect(
     core: Any | None,
     state_dir: Path,
     *,
+    tcti: str | None,
     available: Sequence[str] | None = None,
-    tcti: str | None = None,
     tpm_device: Path = TPM_DEVICE,
     proc: Path = Path("/proc"),
     dev: Path = Path("/dev"),
@@ -57,7 +57,8 @@ def detect(
 
     The TPM is the one ``tcti`` names (Config.tcti: ``device:PATH`` is the node at PATH, any
     other TCTI a software TPM or simulator); without one, the node ``tpm_device`` or else the
-    embedded swtpm, whose state is in ``state_dir``.
+    embedded swtpm, whose state is in ``state_dir``. ``tcti`` has no default: a caller that
+    forgot the box's configured TPM would check another one.
 
     Raises ValueError when given neither ``core`` nor ``available``; an OpenVINO failure is
     recorded in ``openvino_error`` instead, so that the report still shows everything else.
