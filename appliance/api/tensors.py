@@ -6,6 +6,7 @@ so that a client sees "input 'features' has shape [2, 7]; the model takes [-1, 8
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -141,6 +142,12 @@ def _checked(spec: TensorSpec, item: Mapping[str, Any]) -> tuple[str, list[int],
         raise InputError(f"input '{name}' has no valid shape ({shape!r}).", "Give a list of sizes.")
     _check_shape(name, shape, list(spec.shape))
     count = math.prod(shape)
+    if count == 0:  # the model would run on nothing and answer empty outputs
+        what = "no cases" if shape[0] == 0 else "no values"
+        raise InputError(
+            f"input '{name}' has shape {shape}: it has {what}.",
+            "Send at least one case, with a value for every element of the model's shape.",
+        )
     if count > MAX_ELEMENTS:
         raise InputError(
             f"input '{name}' has {count} elements; at most {MAX_ELEMENTS}.",
@@ -175,11 +182,24 @@ def _from_json(data: Any, target: np.dtype[Any]) -> Array:
     given = np.asarray(data)
     if given.size and given.dtype.kind not in _KINDS[target.kind]:
         raise TypeError(f"it holds {_JSON_KIND.get(given.dtype.kind, 'other values')}")
+    if target.kind != "b" and given.size and _holds_booleans(data, given.ndim):
+        raise TypeError("it holds booleans among its numbers")
     if target.kind in "iu" and given.size and given.dtype != target:
         info = np.iinfo(target)
         if given.min() < info.min or given.max() > info.max:
             raise OverflowError(f"a value is outside {info.min}..{info.max}")
     return given.astype(target)
+
+
+def _holds_booleans(data: Any, depth: int) -> bool:
+    """Whether JSON ``data``, lists nested ``depth`` deep (as numpy read it), holds true or false.
+
+    Among numbers numpy reads them as 1 and 0 (Python's bool is an int), so only their type
+    tells them apart."""
+    values: Iterable[Any] = data if depth else [data]
+    for _ in range(depth - 1):
+        values = itertools.chain.from_iterable(values)
+    return bool in set(map(type, values))
 
 
 def _decode_binary(spec: TensorSpec, item: Mapping[str, Any], raw: memoryview) -> Array:

@@ -194,6 +194,37 @@ def test_bad_input_gets_a_4xx_that_says_what_was_wrong(
         assert http.get("/v2/health/live").status_code == 200  # still up
 
 
+def _tensor(shape: list[int], data: object) -> bytes:
+    return json.dumps({"inputs": [{"name": "features", "shape": shape, "datatype": "FP32",
+                                   "data": data}]}).encode()  # fmt: skip
+
+
+def test_booleans_among_numbers_and_batches_of_no_cases_are_refused(served: Served) -> None:
+    """JSON true and false among an FP32 tensor's numbers were read as 1.0 and 0.0 (Python's bool
+    is an int) and scored, as if the client had meant them; a batch of no cases, as JSON or as
+    binary tensor data, was a 200 with empty outputs. Each is a 400 naming the input."""
+    row = [0.5] * 7
+    booleans, empty = ("booleans", "booleans only for BOOL"), ("no cases", "at least one case")
+    cases = {
+        "true among floats": (_tensor([1, 8], [1.0, True, *row[1:]]), {}, booleans),
+        "false among integers": (_tensor([1, 8], [False, *[1] * 7]), {}, booleans),
+        "nested": (_tensor([2, 8], [[*row, 1.0], [*row, True]]), {}, booleans),
+        "no cases": (_tensor([0, 8], []), {}, empty),
+        "no cases, binary": (*_binary_request(_binary_input(0, [0, 8]), b""), empty),
+    }
+    with served.client() as http:
+        for case, (body, headers, (words, what_to_do)) in cases.items():
+            answer = http.post("/v2/models/risk-demo/infer", content=body,
+                               headers={"Content-Type": "application/json", **headers})  # fmt: skip
+            assert answer.status_code == 400, (case, answer.text)
+            error, hint = answer.json()["error"], answer.json()["hint"]
+            assert "input 'features'" in error and words in error, (case, error)
+            assert what_to_do in hint, (case, hint)
+        ok = http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+        assert ok.status_code == 200, ok.text  # the box still serves
+    assert served.api.services.results.count() == 1  # only that one: nothing refused was kept
+
+
 def test_auth_is_required_and_denials_are_audited(served: Served) -> None:
     with served.client(None) as http:
         answer = http.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))

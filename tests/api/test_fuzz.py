@@ -17,7 +17,7 @@ JSON = st.recursive(
 )  # fmt: skip
 DATATYPES = st.sampled_from(["FP32", "FP64", "INT64", "BOOL", "BYTES", "fp32", "", "FP16"])
 SHAPES = st.lists(st.integers(min_value=-3, max_value=12), max_size=4)
-VALUES = st.one_of(st.floats(), st.integers(), st.text(max_size=3), st.none())
+VALUES = st.one_of(st.floats(), st.integers(), st.booleans(), st.text(max_size=3), st.none())
 TENSOR = st.fixed_dictionaries(
     {"name": st.sampled_from(["features", "risk", "x", ""]), "shape": SHAPES,
      "datatype": DATATYPES, "data": st.lists(VALUES, max_size=40)},
