@@ -12,13 +12,15 @@ of a denial).
 
 Then it bounds the body the route reads: over the limit, counted as it arrives (chunked too), is
 a 413; not complete within the body timeout of those checks (begun or not) is a 408, answered
-with ``Connection: close``. Both are raised to the route as errors, which the app's handlers
-answer. Once the body is complete, the route may take as long as it needs.
+with ``Connection: close`` and logged as a warning (who, what, how much came in how long). Both
+are raised to the route as errors, which the app's handlers answer. Once the body is complete,
+the route may take as long as it needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -34,6 +36,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+PATH_LOGGED = 256  # characters of a request's path that a log line quotes
 
 
 class BodyTooLargeError(InputError):
@@ -73,7 +78,8 @@ class RequestGate:
         # From now, not from the headers: a caller's check that waited for a busy threadpool is
         # no fault of the client's (its body waits meanwhile in uvicorn's bounded buffer).
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
-        body = _Body(receive, self.limit, deadline, self.body_timeout_s)
+        body = _Body(receive, self.limit, deadline, self.body_timeout_s,
+                     scope, headers.get("content-length"))  # fmt: skip
         await self.app(scope, body.receive, body.send_to(send))
 
     def _declared_too_large(self, headers: Headers) -> ApplianceError | None:
@@ -98,11 +104,16 @@ class RequestGate:
 
 class _Body:
     """The request's ``receive`` bounded: at most ``limit`` bytes, all of them by ``deadline``
-    (the event loop's clock)."""
+    (the event loop's clock). ``scope`` and ``declared`` (its Content-Length) name the request
+    in the warning when its body comes too late."""
 
-    def __init__(self, receive: Receive, limit: int, deadline: float, timeout_s: float) -> None:
+    def __init__(
+        self, receive: Receive, limit: int, deadline: float, timeout_s: float, scope: Scope,
+        declared: str | None,
+    ) -> None:  # fmt: skip
         self._receive, self.limit = receive, limit
         self.deadline, self.timeout_s = deadline, timeout_s
+        self.scope, self.declared = scope, declared
         self.seen = 0
         self.complete = False
         self.expired = False
@@ -117,6 +128,7 @@ class _Body:
                 message = await self._receive()
         except TimeoutError:
             self.expired = True
+            self._log_late()
             raise self._late() from None
         self.seen += len(message.get("body", b""))
         if self.seen > self.limit:
@@ -133,6 +145,25 @@ class _Body:
             "Send the whole body right after the headers; over a slow link, ask an admin to "
             "raise api_body_timeout_seconds in the box's configuration.",
         )
+
+    def _log_late(self) -> None:
+        """Warn of the 408: the client, the method and path, how much of the body came in how
+        long. Never the body, nor the query string: either may carry PHI."""
+        address = self.scope.get("client")
+        client = "%s:%d" % address if address else "a client"  # noqa: UP031
+        # uvicorn percent-decodes the path: escaped, a "%0A" in it cannot start a forged line.
+        path = self.scope["path"][:PATH_LOGGED].encode("unicode_escape").decode("ascii")
+        declared = (self.declared or "").strip()
+        came = (
+            f"{self.seen} of the {int(declared)} announced body bytes"
+            if declared.isascii() and declared.isdigit()
+            else f"{self.seen} body bytes (no length announced)"
+        )
+        took = asyncio.get_running_loop().time() - (self.deadline - self.timeout_s)
+        log.warning(
+            "api: answering 408 to %s %s from %s and closing the connection: %s arrived in %.1f s",
+            self.scope["method"], path, client, came, took,
+        )  # fmt: skip
 
     def send_to(self, send: Send) -> Send:
         """``send`` that closes the connection after the answer once the body came too late:

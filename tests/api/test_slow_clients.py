@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import logging
+import re
 import select
 import socket
 import ssl
@@ -184,6 +186,41 @@ def test_a_body_that_stops_arriving_is_a_408_and_others_are_served_meanwhile(
         assert "api_body_timeout_seconds" in answered["hint"]
         assert headers["connection"] == "close" and closed_by_server(sock)
     assert_served(served)
+
+
+def test_a_408_is_logged_naming_the_client_the_request_and_how_much_came(
+    served: Served, sockets: list[ssl.SSLSocket], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body that came too late was refused without a word in the log: an admin could not tell
+    a slow link or a stalled client from a quiet day. Nothing of the body, nor the query string,
+    is in the line: either may carry PHI."""
+    mrn = "MRN-40917733"
+    body = json.dumps({"parameters": {"subject_id": mrn}, **v2_body(FEATURES)}).encode()
+    half = len(body) // 2
+    assert mrn.encode() in body[:half]
+    token = f"Bearer {served.tokens[Role.SERVICE]}"
+    with caplog.at_level(logging.WARNING, logger="appliance.api.gate"):
+        announced = connect(served, sockets)
+        start_request(announced, f"/v2/models/risk-demo/infer?mrn={mrn}", len(body), token,
+                      body[:half])  # fmt: skip
+        chunked = connect(served, sockets)  # no length announced
+        chunked.sendall(f"POST /v1/tasks/risk-score HTTP/1.1\r\nHost: appliance\r\n"
+                        f"Authorization: {token}\r\nContent-Type: application/json\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"fea\r\n".encode())  # fmt: skip
+        assert answer(announced)[0] == 408 and answer(chunked)[0] == 408
+    records = [r for r in caplog.records if r.name == "appliance.api.gate"]
+    lines = [r.getMessage() for r in records]
+    assert len(lines) == 2 and {r.levelno for r in records} == {logging.WARNING}, lines
+    for sock, request, came in [
+        (announced, "POST /v2/models/risk-demo/infer", f"{half} of the {len(body)} announced"),
+        (chunked, "POST /v1/tasks/risk-score", "5 body bytes (no length announced)"),
+    ]:
+        host, port = sock.getsockname()[:2]
+        line = next((x for x in lines if f"{request} from {host}:{port}" in x), "")
+        assert "408" in line and came in line and "arrived in" in line, lines
+        took = re.search(r"arrived in (\d+\.\d) s", line)
+        assert took and BODY_TIMEOUT_S - 0.1 <= float(took[1]) < WAIT_S, line
+    assert mrn not in caplog.text and "mrn=" not in caplog.text
 
 
 def test_a_slow_body_within_the_bound_is_served_and_a_trickle_past_it_is_not(
