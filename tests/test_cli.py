@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from provisioning.__main__ import build_parser as build_vendor_parser
 from tests.conftest import wait_for_reader
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def appliance(
@@ -348,6 +350,42 @@ def test_ctrl_c_says_the_command_did_not_finish(state: Path) -> None:
     assert "interrupted (Ctrl-C) before the command finished" in err
     assert "what to do:" in err
     assert not Swtpm(state / "swtpm").accepts(), "the interrupted command left its swtpm running"
+
+
+def console_script(name: str) -> str:
+    """The code of the script an installer makes for ``[project.scripts]`` entry ``name``."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, func = scripts[name].split(":")
+    return f"import sys\nfrom {module} import {func}\nsys.exit({func}())"
+
+
+def test_ctrl_c_while_the_cli_imports_ends_with_one_line_not_a_traceback() -> None:
+    """Ctrl-C while the command was still importing (before `appliance.cli.main` could catch
+    it) ended it by SIGINT with a KeyboardInterrupt traceback. The console script, as pyproject
+    declares it, runs here; `-X importtime` reports each import as it completes, so the signal
+    comes once the appliance's own modules are being imported, not at a guessed moment."""
+    for _ in range(5):  # again if the command finished before the signal (a very slow test host)
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-c", console_script("appliance"), "--help"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        before = []
+        for line in proc.stderr:
+            before.append(line)
+            # An import of the CLI's own modules, after those of the entry point's module.
+            if re.search(r"\| +appliance\.(?!__main__)\S+$", line):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+        err = "".join(before) + err
+        if out:  # the help was printed: the import was over before the signal
+            continue
+        said = [x for x in err.splitlines() if x and not x.startswith("import time:")]
+        assert proc.returncode == 130, (proc.returncode, err[-600:])
+        assert "Traceback" not in err and said == ["appliance: interrupted (Ctrl-C)."], said
+        return
+    pytest.fail("the command always finished its import before the signal came")
 
 
 def test_the_console_without_a_terminal_is_refused_not_drawn_into_a_pipe(state: Path) -> None:
