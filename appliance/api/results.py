@@ -15,6 +15,7 @@ one transaction, which SQLite makes durable with one WAL sync, and only then wak
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import threading
@@ -64,6 +65,28 @@ class StoredResult:
         }  # fmt: skip
 
 
+class EncodedJson(str):
+    """Outputs already encoded as JSON text: stored as they are (see :func:`outputs_json`)."""
+
+    __slots__ = ()
+
+
+def outputs_json(entries: Sequence[Mapping[str, Any]], blobs: Sequence[bytes]) -> EncodedJson:
+    """``entries`` as JSON, each one with ``parameters`` (a binary output) given the next of
+    ``blobs`` as ``data_base64``: the text ``json.dumps`` would make of them, made without
+    scanning the base64 for characters to escape (it has none). A heat map's 87 kB of base64
+    cost json.dumps about 0.15 ms, on the event loop."""
+    chunks = iter(blobs)
+    parts = []
+    for entry in entries:
+        text = json.dumps(entry)
+        if "parameters" in entry:
+            data = base64.b64encode(next(chunks)).decode("ascii")
+            text = f'{text[:-1]}, "data_base64": "{data}"}}'
+        parts.append(text)
+    return EncodedJson(f"[{', '.join(parts)}]")
+
+
 Row = tuple[str, float, str, str, str, str, str]
 _INSERT = "INSERT INTO results VALUES (?,?,?,?,?,?,?)"
 PRUNE_CHUNK = 500
@@ -73,8 +96,9 @@ def _row(
     request_id: str, actor: str, route: str, provenance: Mapping[str, str], inputs_sha256: str,
     outputs: Any,
 ) -> Row:  # fmt: skip
+    text = outputs if isinstance(outputs, EncodedJson) else json.dumps(outputs)
     return (request_id, time.time(), actor, route, json.dumps(dict(provenance)), inputs_sha256,
-            json.dumps(outputs))  # fmt: skip
+            text)  # fmt: skip
 
 
 def _not_stored(request_id: str, exc: sqlite3.Error) -> StorageError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import time
@@ -22,6 +21,7 @@ from appliance.api.deps import (
     services,
     start_audit,
 )
+from appliance.api.results import EncodedJson, outputs_json
 from appliance.api.tensors import (
     InputError,
     check_outputs,
@@ -140,7 +140,7 @@ class _Job:
     response: dict[str, Any]
     start: float
     blobs: list[bytes]
-    stored: list[dict[str, Any]]  # the outputs as the result store keeps them
+    stored: EncodedJson  # the outputs as the result store keeps them
 
     def finish(self, svc: ApiServices, outcome: str) -> None:
         labels = (self.model.manifest.name, self.model.provenance.device)
@@ -174,7 +174,7 @@ def _compute(
         outputs = model.infer(arrays)
         encoded, blobs = encode_outputs(outputs, wanted, as_binary, all_binary=all_binary)
     except Exception as exc:
-        _Job(who, model, "", None, "", {}, start, [], []).finish(svc, "error")
+        _Job(who, model, "", None, "", {}, start, [], EncodedJson()).finish(svc, "error")
         if started:
             reason = exc.message if isinstance(exc, ApplianceError) else type(exc).__name__
             audit_failed(svc, who, model, audited, request_id=request_id, route=ROUTE,
@@ -189,12 +189,7 @@ def _compute(
     if "id" in payload:
         response["id"] = str(payload["id"])
     # The result store keeps binary outputs' bytes as base64 (cheap; a float list is not).
-    chunks = iter(blobs)
-    stored = [
-        {**entry, "data_base64": base64.b64encode(next(chunks)).decode()}
-        if "parameters" in entry else entry
-        for entry in encoded
-    ]  # fmt: skip
+    stored = outputs_json(encoded, blobs)
     # The inputs' digest is the request body's SHA-256: no second serialisation of the tensors.
     return _Job(who, model, request_id, audited, hashlib.sha256(body).hexdigest(), response,
                 start, blobs, stored)  # fmt: skip
