@@ -80,6 +80,7 @@ class RequestGate:
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         body = _Body(receive, self.limit, deadline, self.body_timeout_s,
                      scope, headers.get("content-length"))  # fmt: skip
+        body.complete = not _has_body(headers)
         await self.app(scope, body.receive, body.send_to(send))
 
     def _declared_too_large(self, headers: Headers) -> ApplianceError | None:
@@ -166,11 +167,14 @@ class _Body:
         )  # fmt: skip
 
     def send_to(self, send: Send) -> Send:
-        """``send`` that closes the connection after the answer once the body came too late:
-        what the client still sends of it is never read."""
+        """``send`` that closes the connection after an answer sent before the whole body was
+        read: the body came too late, was over the limit, or the route answered without reading
+        it (a GET with a body). What the client still sends of it is never read; a client that
+        trickled it would otherwise hold the connection, every byte restarting uvicorn's
+        keep-alive timer."""
 
         async def sending(message: Message) -> None:
-            await (_closing(send) if self.expired else send)(message)
+            await (send if self.complete else _closing(send))(message)
 
         return sending
 

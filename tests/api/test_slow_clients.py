@@ -152,6 +152,34 @@ def test_an_idle_session_is_logged_off_once_and_refused_before_its_body(
     ]
 
 
+@pytest.mark.parametrize("path", ["/v2/models/risk-demo", "/v1/results/no-such-request"])
+def test_a_body_the_route_does_not_read_closes_the_connection_after_the_answer(
+    served: Served, sockets: list[ssl.SSLSocket], path: str
+) -> None:
+    """A GET that announces a body is answered without reading it. uvicorn kept the connection
+    for the body's rest, and each byte trickled restarted its keep-alive timer: a client held the
+    connection as long as it liked."""
+    sock = connect(served, sockets)
+    head = [f"GET {path} HTTP/1.1", "Host: appliance", "Content-Length: 100000",
+            f"Authorization: Bearer {served.tokens[Role.SERVICE]}"]  # fmt: skip
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + b"x")
+    response = http.client.HTTPResponse(sock, method="GET")  # type: ignore[arg-type]
+    response.begin()
+    response.read()
+    assert response.status in (200, 404), response.status
+    assert response.getheader("connection") == "close"
+    sock.sendall(b"x")  # the trickle goes on: the server has closed, it restarts no timer
+    assert closed_by_server(sock)
+
+
+def test_a_body_read_whole_keeps_the_connection_alive(served: Served) -> None:
+    with served.client() as http_client:
+        for _ in range(2):
+            ok = http_client.post("/v2/models/risk-demo/infer", json=v2_body(FEATURES))
+            assert ok.status_code == 200 and ok.headers.get("connection") != "close", ok.headers
+        assert http_client.get("/v2/models/risk-demo").headers.get("connection") != "close"
+
+
 def infer_body() -> bytes:
     return json.dumps(v2_body(FEATURES)).encode()
 
