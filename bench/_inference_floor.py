@@ -28,8 +28,7 @@ from _inference_common import API_CLIENTS, Row, Settings, progress
 from _inference_peers import WrkResult, run_wrk
 from fastapi import FastAPI, Request, Response
 
-from appliance.api.connections import with_header_deadline
-from appliance.api.server import HEADER_TIMEOUT_S
+from appliance.api.server import uvicorn_config
 from appliance.api.tls import SiteCertificate
 
 # Python thread names (threading.Thread.name) by role; a thread no role names is counted as
@@ -119,12 +118,7 @@ def _fastapi(path: str, answer: bytes) -> FastAPI:
 @contextlib.contextmanager
 def _served(app: Any, tls: SiteCertificate) -> Iterator[int]:
     """``app`` on a loopback port, configured as appliance.api.server configures the API."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, access_log=False, loop="uvloop",
-        http=with_header_deadline(HEADER_TIMEOUT_S), lifespan="on",
-        ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
-    )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, tls))
     thread = threading.Thread(target=server.run, name="floor", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -78,9 +78,7 @@ class RequestGate:
         # From now, not from the headers: a caller's check that waited for a busy threadpool is
         # no fault of the client's (its body waits meanwhile in uvicorn's bounded buffer).
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
-        body = _Body(receive, self.limit, deadline, self.body_timeout_s,
-                     scope, headers.get("content-length"))  # fmt: skip
-        body.complete = not _has_body(headers)
+        body = _Body(receive, self.limit, deadline, self.body_timeout_s, scope, headers)
         await self.app(scope, body.receive, body.send_to(send))
 
     def _declared_too_large(self, headers: Headers) -> ApplianceError | None:
@@ -105,18 +103,18 @@ class RequestGate:
 
 class _Body:
     """The request's ``receive`` bounded: at most ``limit`` bytes, all of them by ``deadline``
-    (the event loop's clock). ``scope`` and ``declared`` (its Content-Length) name the request
-    in the warning when its body comes too late."""
+    (the event loop's clock). ``scope`` and ``headers`` name the request in the warning when its
+    body comes too late; a request that announces no body has it complete from the start."""
 
     def __init__(
         self, receive: Receive, limit: int, deadline: float, timeout_s: float, scope: Scope,
-        declared: str | None,
+        headers: Headers,
     ) -> None:  # fmt: skip
         self._receive, self.limit = receive, limit
         self.deadline, self.timeout_s = deadline, timeout_s
-        self.scope, self.declared = scope, declared
+        self.scope, self.declared = scope, headers.get("content-length")
         self.seen = 0
-        self.complete = False
+        self.complete = not _has_body(headers)
         self.expired = False
 
     async def receive(self) -> Message:

@@ -78,6 +78,21 @@ def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
 HEADER_TIMEOUT_S = 10.0  # for a request's headers (the body's bound, when shorter)
 
 
+def uvicorn_config(
+    app: Any, host: str, port: int, tls: SiteCertificate | None, *,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+) -> uvicorn.Config:  # fmt: skip
+    """How the API's uvicorn serves ``app`` (bench/inference.py serves its floor apps so too)."""
+    return uvicorn.Config(
+        # uvloop and httptools (uvicorn[standard]) named, not left to "auto": the C event loop
+        # and HTTP parser are a measured part of the API's cost (bench/inference.py); httptools'
+        # protocol with a deadline for the headers (connections.py).
+        app, host=host, port=port, log_config=None, access_log=False, loop="uvloop",
+        http=with_header_deadline(header_timeout_s), lifespan="on",
+        ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None,
+    )  # fmt: skip
+
+
 @dataclass
 class ApiServer:
     """uvicorn in a thread, plus the model watcher. ``port`` is known once started."""
@@ -91,16 +106,8 @@ class ApiServer:
     def __post_init__(self) -> None:
         app = create_app(self.services, body_timeout_s=self.body_timeout_s,
                          watchdog_s=watchdog_interval(os.environ), notify=_sd_notify)  # fmt: skip
-        config = uvicorn.Config(
-            # uvloop and httptools (uvicorn[standard]) named, not left to "auto": the C event
-            # loop and HTTP parser are a measured part of the API's cost (bench/inference.py);
-            # httptools' protocol with a deadline for the headers (connections.py).
-            app, host=self.host, port=self.port, log_config=None, access_log=False,
-            loop="uvloop", http=with_header_deadline(min(HEADER_TIMEOUT_S, self.body_timeout_s)),
-            lifespan="on",
-            ssl_certfile=str(self.tls.cert) if self.tls else None,
-            ssl_keyfile=str(self.tls.key) if self.tls else None,
-        )  # fmt: skip
+        headers_s = min(HEADER_TIMEOUT_S, self.body_timeout_s)
+        config = uvicorn_config(app, self.host, self.port, self.tls, header_timeout_s=headers_s)
         self._server = uvicorn.Server(config)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
