@@ -86,6 +86,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(line)
 
 
+# The prefix of a command a test interrupts with SIGINT, as Ctrl-C in a terminal would. A run of
+# the suite started as a background job (`make test &`, a CI runner) has SIGINT ignored, and
+# commands inherit that: the signal would never arrive. `env --default-signal` restores it.
+CTRL_C_REACHES = ["env", "--default-signal=INT"]
+
+
 def wait_for_reader(fifo: Path) -> int:
     """Open ``fifo`` for writing once a process has it open for reading (it then blocks)."""
     deadline = time.monotonic() + 60

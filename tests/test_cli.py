@@ -22,7 +22,7 @@ from appliance.config import Config
 from appliance.setup.site import SiteIdentity, save_site
 from appliance.trust.swtpm import Swtpm
 from provisioning.__main__ import build_parser as build_vendor_parser
-from tests.conftest import wait_for_reader
+from tests.conftest import CTRL_C_REACHES, wait_for_reader
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 REPO = Path(__file__).resolve().parents[1]
@@ -335,7 +335,7 @@ def test_ctrl_c_says_the_command_did_not_finish(state: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env.update(APPLIANCE_CONFIG="/nonexistent", HOME=str(state / "home"))
     proc = subprocess.Popen(
-        [*APPLIANCE, "--state-dir", str(state), "login", "--user", "alice",
+        [*CTRL_C_REACHES, *APPLIANCE, "--state-dir", str(state), "login", "--user", "alice",
          "--password-file", str(fifo)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env,
@@ -366,7 +366,8 @@ def test_ctrl_c_while_the_cli_imports_ends_with_one_line_not_a_traceback() -> No
     comes once the appliance's own modules are being imported, not at a guessed moment."""
     for _ in range(5):  # again if the command finished before the signal (a very slow test host)
         proc = subprocess.Popen(
-            [sys.executable, "-X", "importtime", "-c", console_script("appliance"), "--help"],
+            [*CTRL_C_REACHES, sys.executable, "-X", "importtime", "-c", console_script("appliance"),
+             "--help"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stderr is not None

@@ -16,7 +16,7 @@ import pytest
 from appliance.updates import TrustedState, verify_bundle
 from provisioning.__main__ import main
 from provisioning.vendor import ROLES
-from tests.conftest import wait_for_reader
+from tests.conftest import CTRL_C_REACHES, wait_for_reader
 
 from .conftest import BOX, manifest_doc, model_bin, write_model
 
@@ -245,7 +245,8 @@ def test_ctrl_c_says_the_command_did_not_finish(tmp_path: Path) -> None:
     fifo = tmp_path / "health.json"
     os.mkfifo(fifo)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "provisioning", "report", "verify", str(fifo), "--ak", "0" * 64],
+        [*CTRL_C_REACHES, sys.executable, "-m", "provisioning", "report", "verify", str(fifo),
+         "--ak", "0" * 64],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     writer = wait_for_reader(fifo)  # the command reads the report and then waits
