@@ -211,6 +211,12 @@ def _decode_binary(spec: TensorSpec, item: Mapping[str, Any], raw: memoryview) -
             f"needs {count * dtype.itemsize}.",
             "Send the tensor's raw little-endian bytes in row-major order.",
         )
+    if want == "BOOL" and count and np.frombuffer(raw, np.uint8).max() > 1:
+        # numpy and OpenVINO would keep the byte as it is: a "true" that is not 1.
+        raise InputError(
+            f"input '{spec.name}' is BOOL but its binary data holds a byte other than 0 and 1.",
+            "Send each BOOL element as one byte: 0 for false, 1 for true.",
+        )
     array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
     return _finite(spec.name, array).reshape(shape)
 
