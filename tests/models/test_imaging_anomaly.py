@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from appliance.updates.manifest import parse_manifest
 from appliance.updates.validate import CASES_FILE, validate
 
+from . import cpuclass
 from .imaging import FOLDER, recipe_module
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -96,8 +97,24 @@ def test_committed_irs_are_small_the_served_one_int8_the_other_f32() -> None:
     assert (FOLDER / "model.bin").stat().st_size + len(served) < IR_LIMIT
 
 
+# What the measurements write; the rest is the model (weights, graphs, reference set).
+MEASURED = ("metrics.json", "manifest.json", "CARD.md")
+# INT8 and default-precision figures measured on another class of CPU (cpuclass.py): its int8
+# kernels round otherwise, which moves an AUC in the third decimal (seen: 0.0032 on one scanner).
+CROSS_CPU = 0.01
+
+
+def _sums(folder: Path) -> dict[str, str]:
+    lines = (folder / "SHA256SUMS").read_text().splitlines()
+    return {name: digest for digest, name in (line.split("  ", 1) for line in lines)}
+
+
 @pytest.mark.timeout(3600)
 def test_recipe_rebuilds_every_committed_file_byte_for_byte(tmp_path: Path) -> None:
+    if not cpuclass.same_class():
+        pytest.skip(f"{cpuclass.why_not()}: training here makes another net (the recipe's "
+                    "export, quantisation and measurement are checked here from the committed "
+                    "weights)")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_NUM"))}
     subprocess.run(
         [sys.executable, os.fspath(FOLDER / "build.py"), os.fspath(tmp_path)],
@@ -120,7 +137,24 @@ def test_recipe_rebuilds_the_rest_from_the_committed_weights(tmp_path: Path) -> 
         env=env,
         capture_output=True,
     )
-    assert (tmp_path / "SHA256SUMS").read_text() == (FOLDER / "SHA256SUMS").read_text()
+    if cpuclass.same_class():
+        assert (tmp_path / "SHA256SUMS").read_text() == (FOLDER / "SHA256SUMS").read_text()
+        return
+    # Another class of CPU: the model's files are the same bytes; its measured figures agree,
+    # f32 as closely as on the build machine, INT8 and the default precision within CROSS_CPU.
+    now, then = _sums(tmp_path), _sums(FOLDER)
+    assert {k: v for k, v in now.items() if k not in MEASURED} == {
+        k: v for k, v in then.items() if k not in MEASURED
+    }
+    rebuilt = json.loads((tmp_path / "metrics.json").read_text())
+    committed = json.loads((FOLDER / "metrics.json").read_text())
+    for part in ("held_out", "seen"):
+        for runtime, claim in committed[part].items():
+            close = SAME if runtime in ("openvino_f32", "onnxruntime_fp32", "torch_fp32") else (
+                CROSS_CPU)  # fmt: skip
+            measured_now = _flat(rebuilt[part][runtime])
+            for key, value in _flat(claim).items():
+                assert measured_now[key] == pytest.approx(value, abs=close), (part, runtime, key)
 
 
 def test_card_metrics_are_re_measured_on_the_committed_ir(
@@ -134,8 +168,9 @@ def test_card_metrics_are_re_measured_on_the_committed_ir(
     for name, claim in claims.items():
         now, then = _flat(measured[name]), _flat(claim)
         assert now.keys() == then.keys()
+        close = CROSS_CPU if name == "openvino_int8" and not cpuclass.same_class() else SAME
         for key, value in then.items():
-            assert now[key] == pytest.approx(value, abs=SAME), f"{name} {key}"
+            assert now[key] == pytest.approx(value, abs=close), f"{name} {key}"
     card = (FOLDER / "CARD.md").read_text()
     assert f"**{metrics['held_out']['openvino_f32']['auc_goal']:.4f}**" in card
     assert "not a clinical detector" in card
