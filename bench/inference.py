@@ -7,9 +7,11 @@ importable): batch-1 latency p50/p99, the best throughput over batch sizes, and 
 a fraction of the CPU's fp32 peak. Then it serves the model the way the box does (enrolled swtpm,
 a signed bundle installed by the real update agent, uvicorn over TLS) and compares the API's
 end-to-end batch-1 latency and its throughput at 16 clients (``wrk``, a C load generator) with
-the raw engine's, plus what one durable write (audit append + result commit) costs on its own
-(the API half lives in ``_inference_api.py``: it also serves the per-request path of before), and
-the floor: the same uvicorn and TLS serving apps that do nothing (``_inference_floor.py``).
+the raw engine's (16 threads on OpenVINO's own infer, a request each: the ratio's peer; and, as
+information, 16 threads on ``ServedModel.infer``, which batches concurrent calls), plus what
+one durable write (audit append + result commit) costs on its own (the API half lives in
+``_inference_api.py``: it also serves the per-request path of before), and the floor: the same
+uvicorn and TLS serving apps that do nothing (``_inference_floor.py``).
 
 Run ``.venv/bin/python bench/inference.py [--quick]``. Prints progress, one table, then
 ``api_overhead_ms_p50`` and ``api_vs_engine_throughput_ratio``. Asserts nothing: timings on a

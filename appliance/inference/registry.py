@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from appliance.errors import ApplianceError
 from appliance.inference import engine
+from appliance.inference.batching import DEFAULT_MAX_CASES, Batcher, exact_in_batches
 from appliance.inference.cache import CompileCache
 from appliance.store.slots import ModelStore
 from appliance.updates.manifest import MANIFEST_NAME, MODEL_BIN, MODEL_XML, Manifest, parse_manifest
@@ -72,9 +74,33 @@ class ServedModel:
         """The outputs' names as the manifest gives them (see engine.output_names), in order."""
         return engine.output_names(self.compiled, {spec.name for spec in self.manifest.outputs})
 
+    # Concurrent calls batched together (batching.py), when every input and output of the
+    # manifest has a case axis of any size; None for a model with a fixed batch.
+    _batcher: Batcher | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tensors = (*self.manifest.inputs, *self.manifest.outputs)
+        if not all(spec.shape and spec.shape[0] == -1 for spec in tensors):
+            return
+        name = self.manifest.name
+        if exact_in_batches(self._infer_one, _example_cases(self.compiled)):
+            object.__setattr__(self, "_batcher", Batcher(self._infer_one, slots=_slots(self)))
+            log.info("%s: concurrent requests run in batches (a case answers bit for bit as "
+                     "alone on %s)", name, self.provenance.device)  # fmt: skip
+        else:
+            log.info("%s: requests run one by one: on %s a case in a batch does not answer "
+                     "bit for bit as alone", name, self.provenance.device)  # fmt: skip
+
     def infer(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        """One synchronous inference, outputs named as in the manifest; safe from many threads
-        (one infer request each)."""
+        """One synchronous inference, outputs named as in the manifest; safe from many threads.
+        Calls made while the model is busy run together as one batch, each getting its own
+        cases' outputs (see batching.py)."""
+        if self._batcher is not None:
+            return self._batcher.infer(inputs)
+        return self._infer_one(inputs)
+
+    def _infer_one(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        """Inference on an idle infer request of the pool (one per call running at once)."""
         try:
             request = self._idle.get_nowait()
         except queue.Empty:
@@ -82,6 +108,35 @@ class ServedModel:
         outputs = engine.infer(self.compiled, inputs, request, self.output_names)
         self._idle.put(request)  # not after a failure: a request in an unknown state is dropped
         return outputs
+
+
+def _example_cases(compiled: Any) -> dict[str, Array]:
+    """Seeded inputs for DEFAULT_MAX_CASES cases (a dynamic case dimension of size 1): numbers
+    in [0, 1), small integers (ids into any table), alternating booleans."""
+    rng = np.random.default_rng(0)
+    cases: dict[str, Array] = {}
+    for port in compiled.inputs:
+        dims = list(port.get_partial_shape())[1:]
+        shape = (DEFAULT_MAX_CASES, *(d.get_length() if d.is_static else 1 for d in dims))
+        dtype = np.dtype(port.get_element_type().to_dtype())
+        if dtype.kind == "f":
+            cases[port.get_any_name()] = rng.random(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            cases[port.get_any_name()] = rng.integers(0, 16, shape).astype(dtype)
+        else:
+            cases[port.get_any_name()] = (
+                (np.arange(np.prod(shape)) % 2).reshape(shape).astype(dtype)
+            )
+    return cases
+
+
+def _slots(model: ServedModel) -> int:
+    """How many batches may run at once: the device's optimal number of infer requests (1 for
+    the CPU under the LATENCY hint, whose one stream runs one request at a time)."""
+    try:
+        return max(1, int(model.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    except Exception:  # a device that does not say: one batch at a time
+        return 1
 
 
 DeviceChooser = Callable[[Manifest], str]
