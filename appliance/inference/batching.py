@@ -53,7 +53,10 @@ class _Call:
     def __init__(self, inputs: Mapping[str, Array]) -> None:
         self.inputs = inputs
         self.key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
-        self.cases = next(iter(inputs.values())).shape[0] if inputs else 0
+        counts = {v.shape[0] if v.ndim else 0 for v in inputs.values()}
+        # 0: not batched (no inputs, no cases, or inputs of unequal case counts, which the model
+        # refuses alone but which joined with another call's could line up wrongly).
+        self.cases = counts.pop() if len(counts) == 1 else 0
         self.woken = threading.Event()
         self.lead = False  # woken to run the next batch rather than with a result
         self.done = False
@@ -87,7 +90,7 @@ class Batcher:
     def infer(self, inputs: Mapping[str, Array]) -> Outputs:
         """The outputs of ``inputs`` alone (sliced out of the batch they ran in)."""
         call = _Call(inputs)
-        if not inputs or call.cases == 0:
+        if call.cases == 0:
             return self._run(inputs)
         with self._lock:
             if self._free:

@@ -128,6 +128,36 @@ def test_calls_of_other_case_shapes_or_dtypes_are_not_mixed() -> None:
         assert out["sum"].dtype == (np.float64 if i % 3 == 0 else np.float32)
 
 
+def test_inputs_of_unequal_case_counts_run_alone() -> None:
+    """Two calls of 2 + 3 and 3 + 2 cases would join as 5 + 5 and be split wrongly: such a call
+    runs alone, and the model answers it as it would (here: refuses it)."""
+    seen: list[tuple[int, int]] = []
+
+    def run(inputs: Mapping[str, Array]) -> dict[str, Array]:
+        seen.append((len(inputs["x"]), len(inputs["y"])))
+        time.sleep(0.02)
+        if len(inputs["x"]) != len(inputs["y"]):
+            raise ValueError("inputs disagree on the number of cases")
+        return {"sum": inputs["x"].sum(axis=1) + inputs["y"]}
+
+    batcher = Batcher(run)
+
+    def call(i: int) -> dict[str, Array]:
+        inputs = case(i, cases=2 + i % 2)
+        if i % 4 == 0:
+            inputs["y"] = np.zeros(5 - len(inputs["x"]), dtype=np.float32)
+        return batcher.infer(inputs)
+
+    results = concurrently(call, 12)
+    for i, out in enumerate(results):
+        if i % 4 == 0:
+            assert isinstance(out, ValueError)
+        else:
+            x = case(i, cases=2 + i % 2)["x"]
+            np.testing.assert_array_equal(out["sum"], x.sum(axis=1) + i)
+    assert all(x == y for x, y in seen if (x, y) not in ((2, 3), (3, 2)))
+
+
 def test_slots_bound_the_batches_running_at_once() -> None:
     model = Model(seconds=0.05)
     batcher = Batcher(model, slots=2, max_cases=2)
