@@ -83,7 +83,11 @@ class ServedModel:
         if not all(spec.shape and spec.shape[0] == -1 for spec in tensors):
             return
         name = self.manifest.name
-        if exact_in_batches(self._infer_one, _example_cases(self.compiled)):
+        try:
+            cases = _example_cases(self.compiled)
+        except Exception:  # an input it cannot make (dynamic rank, strings): no batching
+            cases = None
+        if cases is not None and exact_in_batches(self._infer_one, cases):
             object.__setattr__(self, "_batcher", Batcher(self._infer_one, slots=_slots(self)))
             log.info("%s: concurrent requests run in batches (a case answers bit for bit as "
                      "alone on %s)", name, self.provenance.device)  # fmt: skip
