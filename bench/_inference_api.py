@@ -397,11 +397,10 @@ def measure_wrk(
             batch="b=1", note=f"dynamic batching, {served_cpu_ms:.2f} CPU-ms a case; API now = "
             f"{now / served16:.3f}x of it"),
     ]  # fmt: skip
-    engine_cpu_ms = raw_cpu_ms
     assert api.tls is not None  # http_latencies has refused a server without TLS
     floor, floor_cpu_ms = measure_floor(wrk, api.tls, path, script,
                                         len(one_answer(api, token, path, request)), s)  # fmt: skip
-    ceiling = engine_cpu_ms / (engine_cpu_ms + floor_cpu_ms)
+    ceiling = raw_cpu_ms / (raw_cpu_ms + floor_cpu_ms)
     rows += [*floor, Row(
         "  ratio's ceiling on this stack: engine CPU / (engine CPU + FastAPI floor CPU)",
         note=f"{ceiling:.3f}: what an API doing nothing but TLS, HTTP and FastAPI could reach",
