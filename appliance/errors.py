@@ -32,6 +32,10 @@ class StorageError(ApplianceError):
     """A file the appliance must keep could not be written or read."""
 
 
+class UnrecordedError(StorageError):
+    """An action that takes access away took effect, but the audit trail could not record it."""
+
+
 class AlreadyRunningError(ApplianceError):
     """Another ``appliance run`` already serves the same state folder."""
 

@@ -15,6 +15,7 @@ import pytest
 from appliance.config import Config
 from appliance.identity.roles import Role
 from appliance.identity.service import IdentityService
+from appliance.runtime import Runtime
 from appliance.trust.swtpm import Swtpm
 from appliance.trust.tpm import Tpm, open_tpm
 
@@ -101,3 +102,18 @@ def wait_for_reader(fifo: Path) -> int:
         except OSError:  # ENXIO: no reader yet
             time.sleep(0.05)
     pytest.fail(f"nothing opened {fifo}")
+
+
+@contextlib.contextmanager
+def broken_trail(runtime: Runtime) -> Iterator[None]:
+    """The audit log's folder replaced by a file, as a failing disk leaves it: no append can
+    take its lock. Put back afterwards."""
+    folder = runtime.audit.directory
+    aside = folder.with_name(folder.name + ".aside")
+    folder.rename(aside)
+    folder.write_text("not a folder")
+    try:
+        yield
+    finally:
+        folder.unlink()
+        aside.rename(folder)

@@ -23,6 +23,7 @@ from appliance.console.messages import (
 from appliance.console.screens.dashboard import DashboardScreen
 from appliance.console.screens.login import LoginScreen
 from appliance.console.wizard.screen import WizardScreen
+from appliance.errors import ApplianceError
 from appliance.identity.roles import Principal, may_enter
 
 _ACTIVITY = (events.Key, events.MouseDown, events.MouseMove, events.MouseScrollDown,
@@ -88,7 +89,10 @@ class ConsoleApp(App[None]):
         if self.principal is None:
             return
         principal, self.principal = self.principal, None
-        self.backends.identity.logout(principal, why)
+        try:
+            self.backends.identity.logout(principal, why)
+        except ApplianceError as exc:  # shown, not raised: a raise would end the console
+            notice = f"{notice} {exc}".strip()
         self.switch_screen(LoginScreen(self.backends.identity, notice=notice))
 
     async def action_quit(self) -> None:

@@ -4,10 +4,16 @@ HIPAA 45 CFR 164.312: unique user identification (named accounts, no shared or d
 emergency access (break-glass accounts, flagged until an admin acknowledges), automatic logoff
 (sessions end after an idle time), audit controls (every login, failure, lockout, denial and
 account change is appended to the audit log before the call returns).
+
+What grants access waits for its record: when the trail cannot be written, no login, token or
+account change goes ahead. What takes access away does not wait: a logoff, a revocation or a
+disabled account takes effect first, and a trail that fails is reported (UnrecordedError, and
+the journal) without keeping the session, token or account alive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -24,8 +30,10 @@ from appliance.config import Config
 from appliance.errors import (
     AccountError,
     AccountLockedError,
+    ApplianceError,
     AuthenticationError,
     SessionExpiredError,
+    UnrecordedError,
 )
 from appliance.identity import passwords
 from appliance.identity.roles import Permission, Principal, Role, require
@@ -213,7 +221,8 @@ class IdentityService:
 
         Raises AccountError for the last active admin: without an admin nobody could manage
         accounts (or enable this one again). The check runs inside the transaction, so two
-        admins disabling each other at once cannot both succeed.
+        admins disabling each other at once cannot both succeed. Raises UnrecordedError when the
+        trail could not record it: the account is disabled all the same (see :meth:`_taken_away`).
         """
         require(by, Permission.USER_MANAGE, "manage accounts")
         with self.store.transaction() as db:
@@ -234,7 +243,11 @@ class IdentityService:
                 )
             db.execute("UPDATE accounts SET disabled = 1 WHERE username = ?", (username,))
             db.execute("UPDATE tokens SET revoked = 1 WHERE username = ?", (username,))
-            self._account_change(by, username, "disable")
+        self._taken_away(
+            f"the account '{username}' is disabled and its tokens revoked",
+            AuditEvent.ACCOUNT_CHANGE, actor=by.username, role=by.role.value,
+            outcome=Outcome.SUCCESS, detail={"action": "disable", "account": username},
+        )  # fmt: skip
 
     def enable(self, by: Principal, username: str) -> None:
         """Enable a disabled account again. Its old sessions and tokens stay revoked: its user
@@ -386,7 +399,8 @@ class IdentityService:
         """The principal a bearer token stands for.
 
         Raises SessionExpiredError for an unknown, revoked, expired or idle token (an idle
-        session is logged off and the logoff audited).
+        session is logged off and the logoff audited; when the trail cannot take the record,
+        the session is logged off all the same and the journal says what the trail misses).
         """
         row, account = self._lookup(token)
         now = self.clock()
@@ -395,7 +409,8 @@ class IdentityService:
         if now >= row.expires:
             raise SessionExpiredError("the session expired.", "Log in again.")
         if row.idle_timeout and now - row.last_used > row.idle_timeout:
-            self._end(row.id, row.username, "idle")
+            with contextlib.suppress(UnrecordedError):  # logged by _end; the session is over
+                self._end(row.id, row.username, "idle")
             raise SessionExpiredError(
                 f"you were logged off after {int(row.idle_timeout // 60)} minutes idle.",
                 "Log in again.",
@@ -434,18 +449,43 @@ class IdentityService:
         return row, account
 
     def logout(self, principal: Principal, why: str = "logout") -> None:
-        """End the session (``why``: "logout", or "idle" for an automatic logoff)."""
+        """End the session (``why``: "logout", or "idle" for an automatic logoff).
+
+        Raises UnrecordedError when the trail could not record it: the session is ended all the
+        same (see :meth:`_taken_away`).
+        """
         self._end(principal.session_id, principal.username, why)
 
     def _end(self, token_id: str, username: str, why: str) -> None:
         with self.store.transaction() as db:
             db.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
-            self.audit.append(
-                AuditEvent.LOGOUT,
-                actor=username,
-                outcome=Outcome.SUCCESS,
-                detail={"session": token_id, "why": why},
-            )
+        self._taken_away(
+            f"the session of {username} is ended", AuditEvent.LOGOUT, actor=username,
+            outcome=Outcome.SUCCESS, detail={"session": token_id, "why": why},
+        )  # fmt: skip
+
+    def _taken_away(
+        self, done: str, event: AuditEvent, *, actor: str, outcome: Outcome,
+        detail: dict[str, str], role: str | None = None,
+    ) -> None:  # fmt: skip
+        """Audit access that was just taken away (a session ended, a token revoked, an account
+        disabled), after the change is committed.
+
+        Granting access waits for its record: no record, no access. Taking access away does not:
+        a trail that cannot be written (a full disk, a TPM fault at a checkpoint) must not keep a
+        stolen token or a departed user's account alive. So the change stands, the journal says
+        what the trail misses, and UnrecordedError tells the caller (``done``: what happened).
+        """
+        try:
+            self.audit.append(event, actor=actor, role=role, outcome=outcome, detail=detail)
+        except ApplianceError as exc:
+            # The reason, not a traceback: the journal line is the record the trail lacks.
+            log.error("identity: %s, but the audit trail could not record it (%s): %s",  # noqa: TRY400
+                      done, event.value, exc.message)  # fmt: skip
+            raise UnrecordedError(
+                f"{done}, but the audit trail could not record it: {exc.message}",
+                exc.hint or "Run `appliance audit verify` and check the state partition.",
+            ) from exc
 
     # --- service tokens and break-glass ---------------------------------------------------
 
@@ -503,6 +543,8 @@ class IdentityService:
             )  # fmt: skip
 
     def revoke(self, by: Principal, token_id: str) -> None:
+        """Revoke a session or service token. Raises UnrecordedError when the trail could not
+        record it: the token is revoked all the same (see :meth:`_taken_away`)."""
         require(by, Permission.USER_MANAGE, "revoke tokens")
         if self.store.token(token_id) is None:
             raise AccountError(
@@ -512,10 +554,10 @@ class IdentityService:
             )
         with self.store.transaction() as db:
             db.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
-            self.audit.append(
-                AuditEvent.TOKEN_REVOKED, actor=by.username, role=by.role.value,
-                outcome=Outcome.SUCCESS, detail={"token": token_id},
-            )  # fmt: skip
+        self._taken_away(
+            f"the token {token_id} is revoked", AuditEvent.TOKEN_REVOKED, actor=by.username,
+            role=by.role.value, outcome=Outcome.SUCCESS, detail={"token": token_id},
+        )  # fmt: skip
 
     def unacknowledged_break_glass(self) -> list[BreakGlassUse]:
         return self.store.break_glass_uses(unacknowledged_only=True)

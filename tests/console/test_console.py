@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar, cast
 
+import pytest
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input, Static
@@ -17,6 +19,7 @@ from appliance.console import ConsoleApp, ConsoleBackends, create_app
 from appliance.console.screens.dashboard import DashboardScreen
 from appliance.console.screens.login import LoginScreen
 from appliance.runtime import Runtime
+from tests.conftest import broken_trail
 from tests.console.conftest import ADMIN_PASSWORD, EMERGENCY_PASSWORD
 
 S = TypeVar("S", bound=Screen[None])
@@ -142,11 +145,14 @@ def test_unreviewed_break_glass_shows_the_banner_to_the_next_user(
     drive(create_app(backends), scenario)
 
 
+@pytest.mark.parametrize("trail", ["working", "failing"])
 def test_idle_session_is_logged_off_and_audited(
-    backends: ConsoleBackends, runtime: Runtime
+    backends: ConsoleBackends, runtime: Runtime, trail: str
 ) -> None:
     # The idle clock is the test's (ConsoleBackends.clock is there for this): a loaded machine
     # must not log the session off before the test looks, and the test needs no long sleep.
+    # With a failing trail the session ends all the same (identity's _taken_away): the console
+    # says what the trail missed instead of dying on the error.
     now = [1000.0]
     app = create_app(dataclasses.replace(backends, idle_timeout=5.0, clock=lambda: now[0]))
 
@@ -155,17 +161,23 @@ def test_idle_session_is_logged_off_and_audited(
         assert showing(pilot, DashboardScreen)
         session = app.principal.session_id if app.principal else ""
         await settle(pilot)
-        now[0] += 5.0  # five seconds without a key or mouse event
-        await pilot.pause(1.5)  # the idle check runs every second
+        with broken_trail(runtime) if trail == "failing" else contextlib.nullcontext():
+            now[0] += 5.0  # five seconds without a key or mouse event
+            await pilot.pause(1.5)  # the idle check runs every second
         assert showing(pilot, LoginScreen)
-        assert "logged off after 5 s idle" in text(pilot, "#notice")
+        notice = text(pilot, "#notice")
+        assert "logged off after 5 s idle" in notice
         logouts = [r for r in runtime.audit.records() if r.event is AuditEvent.LOGOUT]
+        if trail == "failing":
+            assert "session of alice is ended, but the audit trail could not record it" in notice
+            assert session not in [r.detail["session"] for r in logouts]
+            return
         assert logouts[-1].actor == "alice"
         assert logouts[-1].detail["session"] == session
         assert logouts[-1].detail["why"] == "idle"  # automatic logoff, on the record
 
     drive(app, scenario)
-    assert app.principal is None
+    assert app.principal is None and app.return_code is None  # the console still runs
 
 
 def test_activity_keeps_the_session_open(backends: ConsoleBackends) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import threading
 import time
@@ -16,10 +17,13 @@ from appliance.errors import (
     AuthenticationError,
     PermissionDeniedError,
     SessionExpiredError,
+    StorageError,
+    UnrecordedError,
 )
 from appliance.identity.roles import Principal, Role
 from appliance.identity.service import IdentityPolicy, IdentityService
 from appliance.runtime import Runtime
+from tests.conftest import broken_trail
 
 from .conftest import ADMIN_PASSWORD
 
@@ -141,6 +145,55 @@ def test_idle_session_is_logged_off(
     last = list(runtime.audit.records())[-1]
     assert last.event is AuditEvent.LOGOUT and last.detail["why"] == "idle"
     with pytest.raises(SessionExpiredError):
+        timed.authenticate(issued.token)
+
+
+def test_access_is_taken_away_even_when_the_trail_cannot_record_it(
+    runtime: Runtime, identity: IdentityService, admin: Principal,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # A trail that fails (full disk, TPM fault) must not keep a stolen token or a departed
+    # user's account alive: the revocation stands, the caller and the journal are told.
+    for name in ("bob", "carol"):
+        identity.add_account(admin, name, Role.CLINICIAN, PASSWORD)
+    identity.add_account(admin, "pacs", Role.SERVICE, None)
+    bob, bob_session = identity.login("bob", PASSWORD)
+    _, carol_session = identity.login("carol", PASSWORD)
+    pacs = identity.issue_service_token(admin, "pacs")
+    before = len(events(runtime))
+    with broken_trail(runtime), caplog.at_level(logging.ERROR, "appliance.identity"):
+        with pytest.raises(UnrecordedError, match="session of bob is ended, but the audit trail "
+                           "could not record it: the audit log folder"):  # fmt: skip
+            identity.logout(bob)
+        with pytest.raises(UnrecordedError, match=f"token {pacs.token_id} is revoked, but"):
+            identity.revoke(admin, pacs.token_id)
+        with pytest.raises(UnrecordedError, match="'carol' is disabled and its tokens revoked"):
+            identity.disable(admin, "carol")
+        # Granting access still waits for its record: no login without the trail.
+        with pytest.raises(StorageError) as refused:
+            identity.login("bob", PASSWORD)
+        assert not isinstance(refused.value, UnrecordedError)
+    for token in (bob_session.token, pacs.token, carol_session.token):
+        with pytest.raises(SessionExpiredError):
+            identity.authenticate(token)
+    assert identity.store.account("carol").disabled  # type: ignore[union-attr]
+    assert len(events(runtime)) == before  # the trail missed them: the journal has each
+    assert [r.message.split(",")[0] for r in caplog.records] == [
+        "identity: the session of bob is ended",
+        f"identity: the token {pacs.token_id} is revoked",
+        "identity: the account 'carol' is disabled and its tokens revoked",
+    ]
+
+
+def test_idle_logoff_stands_when_the_trail_cannot_record_it(
+    runtime: Runtime, timed: IdentityService, admin: Principal, clock: Clock
+) -> None:
+    timed.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    _, issued = timed.login("bob", PASSWORD)
+    clock.now += 16 * 60
+    with broken_trail(runtime), pytest.raises(SessionExpiredError, match="idle"):
+        timed.authenticate(issued.token)
+    with pytest.raises(SessionExpiredError, match="ended or revoked"):  # not idle again: over
         timed.authenticate(issued.token)
 
 

@@ -23,7 +23,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Select, Static
 from appliance.console.backends import ConsoleBackends
 from appliance.console.dialogs.confirm import ConfirmDialog
 from appliance.console.messages import AccountChanged, AccountsLoaded
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, UnrecordedError
 from appliance.identity.roles import Principal, Role, may_enter
 from appliance.identity.store import Account
 
@@ -204,6 +204,8 @@ class AccountsScreen(Screen[None]):
         """Run one identity call in a thread (password hashing, the audit append)."""
         try:
             call()
+        except UnrecordedError as exc:  # done, but missing from the trail: the message says so
+            self.post_message(AccountChanged(str(exc)))
         except ApplianceError as exc:
             self.post_message(AccountChanged(None, str(exc)))
         else:
