@@ -156,7 +156,7 @@ def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:
         f"TPM {hardware.tpm_summary(detected)}; "
         f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
         f"{' (appliance hardware)' if problems else ''}")  # fmt: skip
-    api = serve(runtime, ov_core)
+    api = serve(runtime, ov_core, detected=detected)
     models = ", ".join(
         f"{m.manifest.name} {m.manifest.version} on {m.provenance.device}"
         for m in api.services.registry.all()

@@ -157,19 +157,10 @@ def http_latencies(
 ) -> tuple[Array, float]:
     """Sequential KServe v2 calls on one keep-alive HTTPS connection: the ms of each call in the
     round (of ``s.repeats``) with the lowest median, and the handler's mean ms over all rounds."""
-    if api.tls is None:
-        raise BenchSetupError("the API serves without TLS; the benchmark measures it with TLS.")
-    ctx = ssl.create_default_context(cafile=str(api.tls.cert))
-    headers = {"Authorization": f"Bearer {token}", **request.headers}
-    content = request.body
-    with httpx.Client(base_url=f"https://127.0.0.1:{api.port}", headers=headers, verify=ctx,
-                      timeout=30) as http:  # fmt: skip
+    with api_client(api, token, request) as http:
 
         def call(_: Array) -> object:
-            answer = http.post(path, content=content)
-            if answer.status_code != 200:
-                raise BenchSetupError(f"the API answered {answer.status_code}: {answer.text}")
-            return answer
+            return answered(http, path, request)
 
         none = np.empty(0)
         latencies_ms(call, none, 50, 0)  # warm-up: connection, TLS handshake, first requests
@@ -397,7 +388,7 @@ def measure_wrk(
             batch="b=1", note=f"dynamic batching, {served_cpu_ms:.2f} CPU-ms a case; API now = "
             f"{now / served16:.3f}x of it"),
     ]  # fmt: skip
-    assert api.tls is not None  # http_latencies has refused a server without TLS
+    assert api.tls is not None  # api_client has refused a server without TLS
     floor, floor_cpu_ms = measure_floor(wrk, api.tls, path, script,
                                         len(one_answer(api, token, path, request)), s)  # fmt: skip
     ceiling = raw_cpu_ms / (raw_cpu_ms + floor_cpu_ms)
@@ -415,17 +406,30 @@ def _engine_rate(call: Call, x: Array, s: Settings) -> tuple[float, float]:
     return max(rates), (process_cpu_s() - cpu0) * 1000 / (sum(rates) * s.wrk_seconds)
 
 
-def one_answer(api: ApiServer, token: str, path: str, request: V2Request) -> bytes:
-    """The body of one answer of the API to ``request``."""
-    assert api.tls is not None
+@contextlib.contextmanager
+def api_client(api: ApiServer, token: str, request: V2Request) -> Iterator[httpx.Client]:
+    """A keep-alive HTTPS client of ``api`` that sends ``request``'s headers with the token."""
+    if api.tls is None:
+        raise BenchSetupError("the API serves without TLS; the benchmark measures it with TLS.")
     ctx = ssl.create_default_context(cafile=str(api.tls.cert))
     headers = {"Authorization": f"Bearer {token}", **request.headers}
-    with httpx.Client(verify=ctx, timeout=30) as http:
-        answer = http.post(f"https://127.0.0.1:{api.port}{path}", content=request.body,
-                           headers=headers)  # fmt: skip
+    with httpx.Client(base_url=f"https://127.0.0.1:{api.port}", headers=headers, verify=ctx,
+                      timeout=30) as http:  # fmt: skip
+        yield http
+
+
+def answered(http: httpx.Client, path: str, request: V2Request) -> httpx.Response:
+    """The API's answer to ``request`` on ``path``; BenchSetupError unless it is a 200."""
+    answer = http.post(path, content=request.body)
     if answer.status_code != 200:
         raise BenchSetupError(f"the API answered {answer.status_code}: {answer.text}")
-    return answer.content
+    return answer
+
+
+def one_answer(api: ApiServer, token: str, path: str, request: V2Request) -> bytes:
+    """The body of one answer of the API to ``request``."""
+    with api_client(api, token, request) as http:
+        return answered(http, path, request).content
 
 
 def process_cpu_s() -> float:

@@ -43,14 +43,18 @@ def _sd_notify(state: str) -> None:
     daemon.notify(state)
 
 
-def build_services(rt: Runtime, ov_core: Any) -> ApiServices:
-    """The API's services for this box: models from the encrypted store, results, identity."""
+def build_services(
+    rt: Runtime, ov_core: Any, detected: hardware.DetectedHardware | None = None
+) -> ApiServices:
+    """The API's services for this box: models from the encrypted store, results, identity.
+    ``detected``: this machine's hardware, when the caller has looked already."""
 
     def model_key() -> bytes:
         with open_tpm(rt.tcti) as tpm:
             return core.key_store(rt.config).unseal(tpm, KeyName.MODEL_STORE)
 
-    detected = hardware.detect(ov_core, rt.config.state_dir, tcti=rt.config.tcti)
+    if detected is None:
+        detected = hardware.detect(ov_core, rt.config.state_dir, tcti=rt.config.tcti)
     profile = hardware.best_profile(hardware.load_profiles(hardware.profiles_dir()), detected)
 
     def choose(manifest: Manifest) -> str:
@@ -162,14 +166,18 @@ class ApiServer:
         self.services.results.close()
 
 
-def serve(rt: Runtime, ov_core: Any, *, port: int | None = None, tls: bool = True) -> ApiServer:
-    """Start the API for ``rt`` on its configured host and port (``port`` overrides)."""
+def serve(
+    rt: Runtime, ov_core: Any, *, port: int | None = None, tls: bool = True,
+    detected: hardware.DetectedHardware | None = None,
+) -> ApiServer:  # fmt: skip
+    """Start the API for ``rt`` on its configured host and port (``port`` overrides);
+    ``detected`` spares a second look at the hardware when the caller has had one."""
     site = None
     if tls:
         address = static_address(rt.config.network_folder)
         site = ensure_site_certificate(rt.config.state_dir / "tls", box_name(rt.config),
                                        [address] if address is not None else [])  # fmt: skip
-    server = ApiServer(build_services(rt, ov_core), rt.config.api_host,
+    server = ApiServer(build_services(rt, ov_core, detected), rt.config.api_host,
                        rt.config.api_port if port is None else port, site,
                        rt.config.api_body_timeout_seconds)  # fmt: skip
     server.start()

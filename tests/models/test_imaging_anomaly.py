@@ -29,6 +29,7 @@ from appliance.updates.validate import CASES_FILE, validate
 
 from . import cpuclass
 from .imaging import FOLDER, recipe_module
+from .metricsdoc import flat
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 SAME = 0.002  # OpenVINO's thread split may move a score in the 7th digit; an AUC hardly ever
@@ -69,16 +70,6 @@ def measured(core: ov.Core) -> Iterator[dict[str, Any]]:
     out["seen"] = evaluation.metrics(scores, heat, seen)
     yield out
     del f32, int8
-
-
-def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = float(value)
-    return out
 
 
 def test_committed_files_match_their_recorded_hashes() -> None:
@@ -152,8 +143,8 @@ def test_recipe_rebuilds_the_rest_from_the_committed_weights(tmp_path: Path) -> 
         for runtime, claim in committed[part].items():
             close = SAME if runtime in ("openvino_f32", "onnxruntime_fp32", "torch_fp32") else (
                 CROSS_CPU)  # fmt: skip
-            measured_now = _flat(rebuilt[part][runtime])
-            for key, value in _flat(claim).items():
+            measured_now = flat(rebuilt[part][runtime])
+            for key, value in flat(claim).items():
                 assert measured_now[key] == pytest.approx(value, abs=close), (part, runtime, key)
 
 
@@ -166,7 +157,7 @@ def test_card_metrics_are_re_measured_on_the_committed_ir(
         "seen": metrics["seen"]["openvino_f32"],
     }
     for name, claim in claims.items():
-        now, then = _flat(measured[name]), _flat(claim)
+        now, then = flat(measured[name]), flat(claim)
         assert now.keys() == then.keys()
         close = CROSS_CPU if name == "openvino_int8" and not cpuclass.same_class() else SAME
         for key, value in then.items():

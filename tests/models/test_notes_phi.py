@@ -23,6 +23,7 @@ from provisioning.noteseval import evaluate, metrics_doc
 from provisioning.notetemplates import HELD_OUT
 
 from . import cpuclass
+from .metricsdoc import flat
 
 FOLDER = Path(__file__).resolve().parents[2] / "models" / "notes-phi"
 METRICS = json.loads((FOLDER / "metrics.json").read_text())
@@ -77,21 +78,12 @@ def test_recipe_rebuilds_the_committed_files_byte_for_byte(tmp_path: Path) -> No
     assert {k: v for k, v in now.items() if k not in weights} == {
         k: v for k, v in then.items() if k not in weights
     }
-    rebuilt = _flat(json.loads((tmp_path / "metrics.json").read_text()))
-    for key, value in _flat(json.loads((FOLDER / "metrics.json").read_text())).items():
+    rebuilt = flat(json.loads((tmp_path / "metrics.json").read_text()))
+    for key, value in flat(json.loads((FOLDER / "metrics.json").read_text())).items():
         if isinstance(value, float):
             assert rebuilt[key] == pytest.approx(value, abs=0.002), key
         else:
             assert rebuilt[key] == value, key
-
-
-def _flat(doc: object, prefix: str = "") -> dict[str, object]:
-    if not isinstance(doc, dict):
-        return {prefix: doc}
-    out: dict[str, object] = {}
-    for key, value in doc.items():
-        out |= _flat(value, f"{prefix}{key}.")
-    return out
 
 
 def test_ir_is_f32_and_small() -> None:
