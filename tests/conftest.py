@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -117,3 +118,48 @@ def broken_trail(runtime: Runtime) -> Iterator[None]:
     finally:
         folder.unlink()
         aside.rename(folder)
+
+
+class SmallDisk:
+    """A small tmpfs mounted at ``path``: real writes there fail with ENOSPC once it is full."""
+
+    FILLER = ".filler"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fill(self) -> None:
+        """Take every free byte with a filler file: the next write that needs space fails."""
+        fd = os.open(self.path / self.FILLER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for size in (1 << 20, 1 << 12, 1):
+                chunk = b"\0" * size
+                with contextlib.suppress(OSError):
+                    while os.write(fd, chunk):
+                        pass
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        """Give the space back (the filler goes)."""
+        (self.path / self.FILLER).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_mb: int = 64) -> Iterator[SmallDisk]:
+    """A tmpfs of ``size_mb`` at ``path`` (created) for the block, unmounted afterwards; skips the
+    test, saying why, where mounting is not allowed (not root, or in a container without it)."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a tmpfs mount, and mounting needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", os.fspath(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a full disk: {mount.stderr.strip()}")
+    try:
+        yield SmallDisk(path)
+    finally:
+        # Lazily: a thread of the test may still hold a file open there.
+        subprocess.run(["umount", "-l", os.fspath(path)], check=False)
