@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.errors import StorageError
 from appliance.identity.roles import Role
 from appliance.sqlitedb import Database
 
@@ -123,14 +124,33 @@ class IdentityStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An immediate (write-locked) transaction, committed durably when the block ends."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """An immediate (write-locked) transaction, committed durably when the block ends.
+
+        Raises StorageError when the database cannot be written (a full disk, SQLite's own
+        error wrapped here, where it enters): nothing of the block is committed then.
+        """
+        db = self._db
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                self._rollback(db)
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(db)  # a failed COMMIT may leave the transaction open
+            raise StorageError(
+                f"cannot write the identity database {self.path}: {exc}.",
+                "The change was not made. Free space on the state partition (or check that it "
+                "is mounted read-write), then try again.",
+            ) from exc
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
 
     def count_accounts(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM accounts").fetchone()[0])

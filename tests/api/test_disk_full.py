@@ -69,3 +69,22 @@ def test_inference_on_a_full_disk_is_refused_and_the_box_recovers(
     for db in ("results.db", "identity.db"):
         with sqlite3.connect(disk.path / db) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_token_whose_use_cannot_be_recorded_on_a_full_disk_gets_a_clear_503(
+    served: Served, disk: SmallDisk
+) -> None:
+    """Authentication notes a token's last use (for the idle logoff) at most every 30 s: that
+    write fails on a full disk, and the answer must say so (it was a bare 500)."""
+    identity = served.rt.identity
+    real_clock = identity.clock
+    identity.clock = lambda: real_clock() + 120  # the token's last use is old enough to note
+    disk.fill()
+    with served.client() as http:
+        refused = _infer(http)
+    assert refused.status_code == 503, refused.text
+    said = refused.json()
+    assert "full" in said["error"] + said["hint"], said
+    disk.free()
+    with served.client() as http:
+        assert _infer(http).status_code == 200
