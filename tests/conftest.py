@@ -128,8 +128,9 @@ class SmallDisk:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def fill(self) -> None:
-        """Take every free byte with a filler file: the next write that needs space fails."""
+    def fill(self, leave: int = 0) -> None:
+        """Take every free byte but ``leave`` (in whole pages) with a filler file: the next write
+        that needs more space fails."""
         fd = os.open(self.path / self.FILLER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             for size in (1 << 20, 1 << 12, 1):
@@ -137,6 +138,7 @@ class SmallDisk:
                 with contextlib.suppress(OSError):
                     while os.write(fd, chunk):
                         pass
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
         finally:
             os.close(fd)
 

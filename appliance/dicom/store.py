@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -90,6 +91,10 @@ class StudyState(StrEnum):
     UNROUTED = "unrouted"
 
 
+_FULL_HINT = (
+    "Free space on the state partition (lower studies_retention_days: see `appliance run`'s "
+    "housekeeping line) and ask the sender to resend."
+)
 FINISHED = (StudyState.DONE, StudyState.FAILED, StudyState.UNROUTED)
 SPOOL_LOCK = ".spool.lock"
 
@@ -172,6 +177,7 @@ class StudyStore:
         # Shared with other writers, never with prune(): it cannot delete this study's folder
         # between the file and its row.
         with self.spool_lock(shared=True):
+            resent = path.exists()  # a copy already acknowledged, with its row
             try:
                 if not path.parent.is_dir():
                     path.parent.mkdir(exist_ok=True, mode=0o700)
@@ -180,11 +186,19 @@ class StudyStore:
                     fh.write(encoded)
             except OSError as exc:
                 raise StorageError(
-                    f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.",
-                    "Free space on the state partition (lower studies_retention_days: see "
-                    "`appliance run`'s housekeeping line) and ask the sender to resend.",
+                    f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.", _FULL_HINT
                 ) from exc
-            self._index(info, path, calling_ae, time.time())
+            try:
+                self._index(info, path, calling_ae, time.time())
+            except sqlite3.Error as exc:
+                # Not acknowledged: the file must not stay for recover() to index at the next
+                # start, as if it had been received.
+                if not resent:
+                    with suppress(OSError):
+                        path.unlink()
+                raise StorageError(
+                    f"cannot index the instance in {self.db.path}: {exc}.", _FULL_HINT
+                ) from exc
         return path
 
     @contextmanager
