@@ -123,12 +123,11 @@ class _Handlers:
         calling = str(event.assoc.requestor.ae_title).strip()
         try:
             info = self._accept(event)
+            self.store.write_instance(event.encoded_dataset(include_meta=True), info, calling)
         except RefusedInstanceError as exc:
             log.warning("dicom: instance from %s refused (0x%04X): %s",
                         calling, exc.status, exc.comment)  # fmt: skip
             return exc.response()
-        try:
-            self.store.write_instance(event.encoded_dataset(include_meta=True), info, calling)
         except ApplianceError as exc:
             log.warning("dicom: instance from %s not stored: %s", calling, exc)
             full = RefusedInstanceError(StoreStatus.OUT_OF_RESOURCES, "spool not writable")

@@ -39,7 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from appliance.config import Config
-from appliance.dicom.checks import InstanceInfo
+from appliance.dicom.checks import InstanceInfo, RefusedInstanceError, StoreStatus
 from appliance.errors import StorageError
 from appliance.fsutil import atomic_writer, flocked, fsync_dir
 from appliance.sqlitedb import Database
@@ -171,7 +171,8 @@ class StudyStore:
     def write_instance(self, encoded: bytes, info: InstanceInfo, calling_ae: str) -> Path:
         """Store one accepted instance durably (file fsynced and renamed, row committed).
 
-        ``encoded`` is the Part 10 file (preamble, meta, data set). Raises StorageError.
+        ``encoded`` is the Part 10 file (preamble, meta, data set). Raises StorageError, or
+        RefusedInstanceError when the SOP Instance UID is already stored in another study.
         """
         path = self.spool / key_of(info.study_uid) / f"{key_of(info.sop_uid)}.dcm"
         # Shared with other writers, never with prune(): it cannot delete this study's folder
@@ -190,6 +191,9 @@ class StudyStore:
                 ) from exc
             try:
                 self._index(info, path, calling_ae, time.time())
+            except RefusedInstanceError:
+                path.unlink(missing_ok=True)  # this copy only: the row names the other study's
+                raise
             except sqlite3.Error as exc:
                 # Not acknowledged: the file must not stay for recover() to index at the next
                 # start, as if it had been received.
@@ -211,6 +215,15 @@ class StudyStore:
 
     def _index(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
         with self.transaction():
+            # A SOP Instance UID names one instance of one study: replacing the row would move
+            # the instance out of its study and leave its file for recover() to move it back.
+            owner = self.execute(
+                "SELECT study_uid FROM instances WHERE sop_uid = ?", (info.sop_uid,)
+            )
+            if owner and owner[0][0] != info.study_uid:
+                raise RefusedInstanceError(
+                    StoreStatus.DATASET_MISMATCH, "SOPInstanceUID already used in another study"
+                )
             self.execute(
                 "INSERT INTO studies (study_uid, key, state, calling_ae, last_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(study_uid) DO UPDATE SET "
@@ -245,7 +258,11 @@ class StudyStore:
             except (InvalidDicomError, AttributeError, OSError) as exc:
                 log.warning("dicom: spool file %s unreadable, left in place: %s", rel, exc)
                 continue
-            self._index(info, path, "RECOVERED", path.stat().st_mtime)
+            try:
+                self._index(info, path, "RECOVERED", path.stat().st_mtime)
+            except RefusedInstanceError as exc:
+                log.warning("dicom: spool file %s left in place: %s", rel, exc.comment)
+                continue
             found += 1
         self.execute(
             "UPDATE studies SET state = ? WHERE state = ?",

@@ -172,3 +172,22 @@ def test_association_for_another_called_ae_is_rejected(receiver: Receiver) -> No
     ae.add_requested_context("1.2.840.10008.1.1")
     assoc = ae.associate("127.0.0.1", receiver.port, ae_title="OTHERBOX")
     assert assoc.is_rejected
+
+
+def test_sop_instance_uid_reused_in_another_study_is_refused(
+    receiver: Receiver, store: StudyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = make_image(seed=1), make_image(seed=2)
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    assert [s.Status for s in send(receiver.port, first)] == [0]
+    (status,) = send(receiver.port, second)
+    assert status.Status == 0xA900
+    assert "SOPInstanceUID already used in another study" in status.ErrorComment
+    assert "refused (0xA900): SOPInstanceUID already used in another study" in caplog.text
+    # The first study keeps its instance, and nothing of the second is left for recover().
+    (path,) = store.instance_files(str(first.StudyInstanceUID))
+    assert dcmread(path).PixelData == first.PixelData
+    assert store.instance_files(str(second.StudyInstanceUID)) == []
+    assert list(store.spool.rglob("*.dcm")) == [path]
+    assert store.recover() == 0
+    assert store.instance_files(str(first.StudyInstanceUID)) == [path]
