@@ -1,10 +1,13 @@
 """The DICOM receiver: a pynetdicom SCP for C-ECHO and C-STORE of CT, MR, CR, DX and SC images.
 
 Only configured peers may associate: the calling AE title *and* the source address must match an
-entry of ``peers.json`` (re-read for every association, so the console's changes apply at once);
-anyone else gets an A-ASSOCIATE-RJ (calling AE not recognised) and one log line saying who was
-turned away and what to do. Each C-STORE is decoded and checked (:mod:`appliance.dicom.checks`)
-and written to the spool, fsynced and committed, *before* the Success status goes back: an
+entry of ``peers.json`` (re-read for every connection, so the console's changes apply at once).
+A connection from an address no peer has is closed as it is accepted, before it takes one of the
+16 association slots (else anyone on the network could hold them all by connecting and saying
+nothing); a peer's address with an unknown AE title gets an A-ASSOCIATE-RJ (calling AE not
+recognised). Either way one log line says who was turned away and what to do. Each C-STORE is
+decoded and checked (:mod:`appliance.dicom.checks`) and written to the spool, fsynced and
+committed, *before* the Success status goes back: an
 instance the sender saw acknowledged survives a kill -9 or a power cut. A refused instance gets
 a failure status with an ErrorComment and leaves nothing behind; the association stays up.
 """
@@ -96,6 +99,25 @@ class _Handlers:
     def __init__(self, config: Config, store: StudyStore) -> None:
         self.config = config
         self.store = store
+
+    def admits(self, request: Any, client_address: Any) -> bool:
+        """Whether a new connection comes from a configured peer's address (the server's
+        ``verify_request``: a refused connection is closed without an association thread)."""
+        address = str(client_address[0])
+        try:
+            peers = load_peers(self.config)
+        except ApplianceError as exc:
+            log.warning("dicom: connection from %s refused, the peer list cannot be read: %s",
+                        address, exc)  # fmt: skip
+            return False
+        if any(address in _addresses(peer.host) for peer in peers):
+            return True
+        log.warning(
+            "dicom: connection from %s refused: no configured peer has this address "
+            "(add it in the console, Provisioning > PACS peers)",
+            address,
+        )
+        return False
 
     def requested(self, event: Any) -> None:
         requestor = event.assoc.requestor
@@ -191,6 +213,9 @@ def start_receiver(
             (evt.EVT_C_STORE, handlers.on_store),
         ],
     )
+    # socketserver's hook, run as each connection is accepted. A connection accepted before
+    # this line is still screened by requested(), at the A-ASSOCIATE-RQ.
+    server.verify_request = handlers.admits
     bound_host, bound_port = server.server_address[:2]
     log.info("dicom: receiver %s listening on %s:%d", ae_title, bound_host, bound_port)
     return Receiver(server, str(bound_host), int(bound_port), ae_title)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +63,34 @@ def test_known_ae_from_another_address_is_rejected(
 
     save_peers(box, [Peer("MODALITY1", "10.9.8.7", 104)])  # type: ignore[arg-type]
     assoc = send(receiver.port, make_image())
-    assert not isinstance(assoc, list) and assoc.is_rejected
-    assert "not a configured peer" in caplog.text
+    assert not isinstance(assoc, list) and not assoc.is_established
+    assert "connection from 127.0.0.1 refused: no configured peer has this address" in caplog.text
+    assert store.studies() == []
+
+
+def test_silent_connections_from_a_stranger_do_not_lock_out_the_peers(
+    receiver: Receiver, store: StudyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 127.0.0.2 is this host too, but no peer's address: it takes every association slot there
+    # is (16) and says nothing, as anyone on the clinic's network could.
+    stranger = [
+        socket.create_connection(("127.0.0.1", receiver.port), source_address=("127.0.0.2", 0))
+        for _ in range(16)
+    ]
+    try:
+        for sock in stranger:  # each is either closed by the box or holds a slot
+            sock.settimeout(0.2)
+            with contextlib.suppress(TimeoutError):
+                assert sock.recv(1) == b""
+        statuses = send(receiver.port, make_image())
+        assert isinstance(statuses, list), "the configured peer was turned away"
+        assert [s.Status for s in statuses] == [0]
+        assert "connection from 127.0.0.2 refused: no configured peer has this address" in (
+            caplog.text
+        )
+    finally:
+        for sock in stranger:
+            sock.close()
 
 
 def _refused(receiver: Receiver, store: StudyStore, item: Dataset | Path, **kw: str) -> Dataset:
