@@ -214,6 +214,16 @@ class StudyStore:
             yield fd is not None
 
     def _index(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
+        try:
+            self._insert(info, path, calling_ae, now)
+        except sqlite3.Error as exc:  # locked by the other process for too long, disk full, I/O
+            raise StorageError(
+                f"cannot record an instance in the DICOM study database {self.db.path}: {exc}.",
+                "Free space on the state partition and check that it is writable; the sender "
+                "was told the instance failed and should resend it.",
+            ) from exc
+
+    def _insert(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
         with self.transaction():
             # A SOP Instance UID names one instance of one study: replacing the row would move
             # the instance out of its study and leave its file for recover() to move it back.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,23 @@ def test_sop_instance_uid_reused_in_another_study_is_refused(
     assert list(store.spool.rglob("*.dcm")) == [path]
     assert store.recover() == 0
     assert store.instance_files(str(first.StudyInstanceUID)) == [path]
+
+
+def test_study_database_that_cannot_be_written_gets_out_of_resources_and_a_log_line(
+    receiver: Receiver, store: StudyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The other process (the worker in appliance run) holds the write lock past the receiver's
+    # patience, as a disk that is full or failing also makes SQLite refuse the write.
+    store.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(store.db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        (status,) = send(receiver.port, make_image())
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert status.Status == 0xA700
+    assert "cannot record an instance in the DICOM study database" in caplog.text
+    assert "should resend it" in caplog.text
+    assert store.instance_uids() == set()
+    assert [s.Status for s in send(receiver.port, make_image())] == [0]
