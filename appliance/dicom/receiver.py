@@ -42,10 +42,11 @@ VERIFICATION = "1.2.840.10008.1.1"
 # Offered for every storage class: the native syntaxes and the common compressed ones. Whether
 # compressed pixel data can be decoded here is decided per instance (checks.py), so a sender
 # whose syntax is not decodable gets a clear failure status instead of a bare negotiation refusal.
+# Not Deflated Explicit VR Little Endian: pynetdicom inflates a data set whole, without a bound,
+# so a few kB sent become gigabytes here; a sender that offers it offers the native ones too.
 TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
     "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
     "1.2.840.10008.1.2.5",  # RLE Lossless
     "1.2.840.10008.1.2.4.50",  # JPEG Baseline

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from appliance.dicom.receiver import Receiver
@@ -240,3 +240,30 @@ def test_study_database_that_cannot_be_written_gets_out_of_resources_and_a_log_l
     assert "should resend it" in caplog.text
     assert store.instance_uids() == set()
     assert [s.Status for s in send(receiver.port, make_image())] == [0]
+
+
+def test_deflated_data_set_is_not_negotiated(
+    receiver: Receiver, store: StudyStore, tmp_path: Path
+) -> None:
+    # A deflate bomb: 32 MiB of zeros in a private element, a few tens of kB on the wire,
+    # inflated whole by pynetdicom (twice over) before any check could look at it.
+    image = make_image()
+    image.add_new(0x00090010, "LO", "BOMB")
+    image.add_new(0x00091010, "OB", bytes(32 * 2**20))
+    image.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "bomb.dcm"
+    image.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 2**20
+    result = send(receiver.port, path, ts=DeflatedExplicitVRLittleEndian)
+    assert not isinstance(result, list) and not result.is_established
+    assert store.studies() == []
+    # A sender that also offers a native syntax gets it.
+    ae = AE(ae_title="MODALITY1")
+    ae.add_requested_context(
+        MODALITY_CLASS["CT"], [DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian]
+    )
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="APPLIANCE")
+    assert assoc.is_established
+    (context,) = assoc.accepted_contexts
+    assoc.release()
+    assert context.transfer_syntax[0] == ExplicitVRLittleEndian
