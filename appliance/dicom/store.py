@@ -194,15 +194,13 @@ class StudyStore:
             except RefusedInstanceError:
                 path.unlink(missing_ok=True)  # this copy only: the row names the other study's
                 raise
-            except sqlite3.Error as exc:
+            except StorageError:
                 # Not acknowledged: the file must not stay for recover() to index at the next
-                # start, as if it had been received.
+                # start, as if it had been received (a resent copy keeps its earlier row).
                 if not resent:
                     with suppress(OSError):
                         path.unlink()
-                raise StorageError(
-                    f"cannot index the instance in {self.db.path}: {exc}.", _FULL_HINT
-                ) from exc
+                raise
         return path
 
     @contextmanager
@@ -219,8 +217,9 @@ class StudyStore:
         except sqlite3.Error as exc:  # locked by the other process for too long, disk full, I/O
             raise StorageError(
                 f"cannot record an instance in the DICOM study database {self.db.path}: {exc}.",
-                "Free space on the state partition and check that it is writable; the sender "
-                "was told the instance failed and should resend it.",
+                "Free space on the state partition (lower studies_retention_days: see `appliance "
+                "run`'s housekeeping line) and check that it is writable; the sender was told the "
+                "instance failed and should resend it.",
             ) from exc
 
     def _insert(self, info: InstanceInfo, path: Path, calling_ae: str, now: float) -> None:
