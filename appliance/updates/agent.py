@@ -370,11 +370,23 @@ class UpdateAgent:
 
     def _rollback(self, state: AgentState, reason: str) -> AgentState:
         if state.phase is not Phase.ROLLBACK:  # resuming an interrupted rollback: finish it
-            state = self._enter(state, Phase.ROLLBACK, reason=reason)
+            try:
+                state = self._enter(state, Phase.ROLLBACK, reason=reason)
+            except StorageError:
+                # The disk is full, most often with this bundle's own half-written slot: free it
+                # first, or the box stays full (every request refused) until someone acts. The
+                # state on disk still names the phase that wrote the slot, one that a resume
+                # undoes too, so a crash meanwhile is undone all the same.
+                self._undo(state)
+                state = self._enter(state, Phase.ROLLBACK, reason=reason)
+        self._undo(state)
+        return self._fail(state, reason)
+
+    def _undo(self, state: AgentState) -> None:
+        """Clear the slot this update wrote (never the active one) and its staged metadata."""
         if state.model and state.slot and self.store.state(state.model).active is not state.slot:
             self.store.clear(state.model, state.slot)
         _remove_tree(self.paths.pending)
-        return self._fail(state, reason)
 
     def _fail(self, state: AgentState, reason: str) -> AgentState:
         state = self._enter(state, Phase.FAILURE, reason=reason)
