@@ -3,6 +3,7 @@ thread (the API serves requests from a thread pool), file readable by its owner 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -51,3 +52,12 @@ class Database:
                 db.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """End ``db``'s open transaction, if any, keeping nothing of it. After a failed COMMIT
+    (a full disk) SQLite may or may not have rolled back by itself: left open, the next
+    statements on this connection would join the failed transaction and never commit."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")

@@ -42,7 +42,7 @@ from appliance.config import Config
 from appliance.dicom.checks import InstanceInfo, RefusedInstanceError, StoreStatus
 from appliance.errors import StorageError
 from appliance.fsutil import atomic_writer, flocked, fsync_dir
-from appliance.sqlitedb import Database
+from appliance.sqlitedb import Database, rollback
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,10 @@ class StudyStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                rollback(self._conn)  # a failed COMMIT too: never leave it open for the next
                 raise
-            self._conn.execute("COMMIT")
 
     # -- receiving ---------------------------------------------------------------------------
 

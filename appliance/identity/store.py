@@ -16,7 +16,7 @@ from pathlib import Path
 
 from appliance.errors import StorageError
 from appliance.identity.roles import Role
-from appliance.sqlitedb import Database
+from appliance.sqlitedb import Database, rollback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -135,22 +135,16 @@ class IdentityStore:
             try:
                 yield db
             except BaseException:
-                self._rollback(db)
+                rollback(db)
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._rollback(db)  # a failed COMMIT may leave the transaction open
+            rollback(db)  # a failed COMMIT may leave the transaction open
             raise StorageError(
                 f"cannot write the identity database {self.path}: {exc}.",
                 "The change was not made. Free space on the state partition (or check that it "
                 "is mounted read-write), then try again.",
             ) from exc
-
-    @staticmethod
-    def _rollback(db: sqlite3.Connection) -> None:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
 
     def count_accounts(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM accounts").fetchone()[0])

@@ -4,6 +4,7 @@ peer list's compatible extension, and the settings the DICOM path reads."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,21 @@ def test_recover_puts_an_interrupted_analysis_back_in_the_queue(store: StudyStor
     store.recover()
     row = store.study(study)
     assert row is not None and row.state is StudyState.CLOSED
+
+
+def test_a_commit_that_fails_leaves_no_transaction_open(store: StudyStore) -> None:
+    # A COMMIT can fail (a full disk; here a deferred foreign key, which SQLite checks only
+    # then): left open, the transaction would swallow every later write of the shared
+    # connection, each "committed" in autocommit mode but never on disk.
+    with pytest.raises(sqlite3.IntegrityError), store.transaction():
+        store.execute("PRAGMA defer_foreign_keys = ON")
+        store.execute(
+            "INSERT INTO instances VALUES ('1.2.3', 'no such study', '1.2', 'cls', 'CT', 'f', 0)"
+        )
+    store.write_instance(b"x", _info(generate_uid()), "CT1")
+    with sqlite3.connect(store.db.path) as other:  # what is on disk, not this connection's view
+        rows = other.execute("SELECT sop_uid FROM instances").fetchall()
+    assert [uid for (uid,) in rows if uid != "1.2.3"] and ("1.2.3",) not in rows
 
 
 def test_spool_paths_carry_no_uid(store: StudyStore) -> None:
