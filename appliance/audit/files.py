@@ -7,6 +7,7 @@ Shared by :mod:`appliance.audit.log`; nothing here holds state.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hmac
 import logging
@@ -147,12 +148,19 @@ def append_with_head(
     return head
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` whole: a short write (a full disk) raises ENOSPC rather than leave a head
+    cut short to be renamed over head.json."""
+    if os.write(fd, data) != len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def _write_tmp(target: Path, data: bytes) -> Path:
     """``data`` in a fsynced temporary file beside ``target``, ready to be renamed over it."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, data)
+        _write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
