@@ -48,6 +48,16 @@ class Config:
     # receiver itself unless appliance-dicom.service runs it (the image sets this to false).
     study_quiet_seconds: int = 120
     dicom_in_run: bool = True
+    # DICOM: the most decoded pixel data one received instance may declare (Rows x Columns x
+    # samples x bytes x frames), checked before any of it is decoded: a few kB of RLE or JPEG can
+    # declare 65535 x 65535 pixels (8 GiB), and 16 associations may decode at once. Frames are
+    # decoded one at a time, so the frame limit bounds what one association holds: the largest
+    # frame of a class the box takes is a DR/CR detector (about 4300 x 3500 at 16 bits, 29 MiB)
+    # or a colour SC (4096 x 4096 RGB, 48 MiB), and 16 x 64 MiB = 1 GiB leaves the smallest box
+    # (8 GiB) its models. The instance limit bounds decoding time and what the worker loads:
+    # 1 GiB is 2,000 frames of 512 x 512 at 16 bits, several times an enhanced CT or MR series.
+    dicom_max_frame_bytes: int = 64 * 2**20
+    dicom_max_instance_bytes: int = 2**30
     log_level: str = "INFO"
     box_id: str = "appliance"
     # Identity: HIPAA 164.312(a)(2)(iii) automatic logoff, and lockout after failed logins.
@@ -143,6 +153,8 @@ _POSITIVE_INTS = {
     "results_retention_days",
     "studies_retention_days",
     "study_quiet_seconds",
+    "dicom_max_frame_bytes",
+    "dicom_max_instance_bytes",
 }
 
 

@@ -11,7 +11,8 @@ Status codes (PS3.4 B.2.3): ``0xA900`` "Data Set does not match SOP Class" for a
 lacks what its class requires or contradicts the context; ``0xC210`` (Cannot understand, the code
 pynetdicom uses for data sets it cannot decode) for a truncated or undecodable stream; ``0xC220``
 (Cannot understand) for pixel data in a transfer syntax this box cannot decode; ``0xA700`` (Out of
-resources) when the spool cannot be written.
+resources) when the spool cannot be written, or when the pixel data would decode to more than
+:class:`PixelLimits` allow (checked from the declared size, before anything is decoded).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from appliance.config import Config
 from appliance.errors import ApplianceError
 
 # The storage SOP classes the receiver accepts, and the modality each stands for.
@@ -39,6 +41,7 @@ STORAGE_CLASSES: dict[str, str] = {
 _COMMENT_MAX = 64
 _BITS = (1, 8, 16, 32)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
 
 
 class StoreStatus(IntEnum):
@@ -54,13 +57,15 @@ class StoreStatus(IntEnum):
 class RefusedInstanceError(ApplianceError):
     """A received instance is refused; ``status`` goes back in the C-STORE response."""
 
-    def __init__(self, status: StoreStatus, comment: str) -> None:
+    def __init__(self, status: StoreStatus, comment: str, detail: str | None = None) -> None:
         super().__init__(
             f"instance refused: {comment}",
             "The sending device must send a complete, well-formed image of a supported class.",
         )
         self.status = status
         self.comment = comment[:_COMMENT_MAX]
+        # For the log line: the comment with what the 64 characters of the LO leave out.
+        self.detail = detail or self.comment
 
     def response(self) -> Dataset:
         """The status data set pynetdicom sends back: Status and ErrorComment."""
@@ -79,6 +84,44 @@ class InstanceInfo:
     study_uid: str
     series_uid: str
     modality: str
+
+
+@dataclass(frozen=True)
+class PixelLimits:
+    """The most decoded pixel data an instance may declare, in bytes: per frame and in all."""
+
+    frame_bytes: int
+    instance_bytes: int
+
+    @classmethod
+    def of(cls, config: Config) -> PixelLimits:
+        return cls(config.dicom_max_frame_bytes, config.dicom_max_instance_bytes)
+
+
+@dataclass(frozen=True)
+class PixelGeometry:
+    """What an instance declares about its pixel data (no PHI: sizes only)."""
+
+    rows: int
+    columns: int
+    samples: int
+    bits: int
+    frames: int
+
+    @property
+    def native_bytes(self) -> int:
+        """Bytes of native (uncompressed) Pixel Data this geometry calls for."""
+        return (self.rows * self.columns * self.samples * self.frames * self.bits + 7) // 8
+
+    @property
+    def decoded_frame_bytes(self) -> int:
+        """Bytes one decoded frame takes (a 1-bit pixel decodes to a byte)."""
+        return self.rows * self.columns * self.samples * -(-self.bits // 8)
+
+    def describe(self) -> str:
+        samples = "1 sample" if self.samples == 1 else f"{self.samples} samples"
+        frames = "1 frame" if self.frames == 1 else f"{self.frames} frames"
+        return f"{self.rows} x {self.columns} pixels, {samples} of {self.bits} bits, {frames}"
 
 
 def _mismatch(comment: str) -> RefusedInstanceError:
@@ -104,6 +147,12 @@ def _positive(ds: Dataset, keyword: str) -> int:
 
 def expected_pixel_bytes(ds: Dataset) -> int:
     """Bytes of native (uncompressed) Pixel Data that Rows, Columns, bits and frames call for."""
+    return pixel_geometry(ds).native_bytes
+
+
+def pixel_geometry(ds: Dataset) -> PixelGeometry:
+    """Rows, Columns, samples, bits and frames of ``ds``; raise RefusedInstanceError (0xA900)
+    when one is missing or out of range."""
     rows, columns = _positive(ds, "Rows"), _positive(ds, "Columns")
     bits = ds.get("BitsAllocated")
     if bits not in _BITS:
@@ -117,14 +166,44 @@ def expected_pixel_bytes(ds: Dataset) -> int:
         raise _mismatch("NumberOfFrames is not a number") from None
     if frames <= 0:
         raise _mismatch("NumberOfFrames is not positive")
-    return (rows * columns * samples * frames * int(bits) + 7) // 8
+    return PixelGeometry(rows, columns, samples, int(bits), frames)
 
 
-def _check_pixels(ds: Dataset, syntax: UID) -> None:
+def _size(count: int) -> str:
+    """``count`` bytes in binary units, e.g. "64 MiB", "8.0 GiB"."""
+    power = min(max(count.bit_length() - 1, 0) // 10, len(_UNITS) - 1)
+    value = count / 1024**power
+    return f"{value:.0f} {_UNITS[power]}" if value.is_integer() else f"{value:.1f} {_UNITS[power]}"
+
+
+def _check_size(geometry: PixelGeometry, limits: PixelLimits) -> None:
+    """Refuse what would decode to more than ``limits`` allow, from the declared size alone."""
+    frame = geometry.decoded_frame_bytes
+    if frame > limits.frame_bytes:
+        what, size, limit, setting = "frame", frame, limits.frame_bytes, "frame"
+    elif frame * geometry.frames > limits.instance_bytes:
+        what, size, limit = "pixel data", frame * geometry.frames, limits.instance_bytes
+        setting = "instance"
+    else:
+        return
+    comment = f"decoded {what} {_size(size)} over the limit of {_size(limit)}"
+    raise RefusedInstanceError(
+        StoreStatus.OUT_OF_RESOURCES,
+        comment,
+        f"{comment} ({geometry.describe()}); if the sending device's images really are this "
+        f"large, raise dicom_max_{setting}_bytes in the box's configuration",
+    )
+
+
+def _check_pixels(ds: Dataset, syntax: UID, limits: PixelLimits) -> None:
     data = ds.get("PixelData")
     if not data:  # absent, or present with no value (pydicom reads an empty value as None)
         raise _mismatch("no pixel data")
-    expected = expected_pixel_bytes(ds)
+    geometry = pixel_geometry(ds)
+    # Before any decoding: a few kB of RLE or JPEG may declare gigabytes. Native data is checked
+    # too, though its size is what arrived: the worker decodes it, as floats, later.
+    _check_size(geometry, limits)
+    expected = geometry.native_bytes
     if syntax.is_compressed:
         _check_decodable(ds, syntax)
         return
@@ -137,7 +216,8 @@ def _check_decodable(ds: Dataset, syntax: UID) -> None:
     from pydicom.pixels.decoders.base import get_decoder
 
     try:
-        available = get_decoder(syntax).is_available
+        decoder = get_decoder(syntax)
+        available = decoder.is_available
     except NotImplementedError:
         available = False
     if not available:
@@ -145,7 +225,10 @@ def _check_decodable(ds: Dataset, syntax: UID) -> None:
             StoreStatus.UNSUPPORTED_SYNTAX, f"transfer syntax {syntax} not decodable here"
         )
     try:
-        ds.pixel_array  # noqa: B018 (decoding is the check)
+        # Frame by frame (not ds.pixel_array, all frames at once): one association holds at most
+        # one decoded frame, which PixelLimits.frame_bytes bounds.
+        for _frame in decoder.iter_array(ds):
+            pass
     except Exception as exc:
         raise RefusedInstanceError(
             StoreStatus.CANNOT_DECODE, f"pixel data cannot be decoded ({type(exc).__name__})"
@@ -153,12 +236,18 @@ def _check_decodable(ds: Dataset, syntax: UID) -> None:
 
 
 def check_instance(
-    ds: Dataset, *, context_class: str, syntax: str, claimed_uid: str | None
+    ds: Dataset,
+    *,
+    context_class: str,
+    syntax: str,
+    claimed_uid: str | None,
+    limits: PixelLimits | None = None,
 ) -> InstanceInfo:
     """The identifiers of ``ds`` if the box may store it; raise RefusedInstanceError otherwise.
 
     ``context_class`` and ``syntax`` are the presentation context's abstract and transfer syntax;
-    ``claimed_uid`` the request's Affected SOP Instance UID.
+    ``claimed_uid`` the request's Affected SOP Instance UID; ``limits`` the largest decoded pixel
+    data accepted (None: the defaults of :class:`~appliance.config.Config`).
     """
     transfer = UID(syntax)
     sop_class = _uid(ds, "SOPClassUID")
@@ -170,7 +259,7 @@ def check_instance(
     if claimed_uid is not None and sop_uid != claimed_uid:
         raise _mismatch("SOPInstanceUID differs from the C-STORE request")
     study_uid, series_uid = _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
-    _check_pixels(ds, transfer)
+    _check_pixels(ds, transfer, limits or PixelLimits.of(Config()))
     modality = str(ds.get("Modality") or STORAGE_CLASSES[sop_class])
     return InstanceInfo(sop_class, sop_uid, study_uid, series_uid, modality)
 

@@ -27,6 +27,7 @@ from appliance.config import Config
 from appliance.dicom.checks import (
     STORAGE_CLASSES,
     InstanceInfo,
+    PixelLimits,
     RefusedInstanceError,
     StoreStatus,
     check_instance,
@@ -149,7 +150,7 @@ class _Handlers:
             self.store.write_instance(event.encoded_dataset(include_meta=True), info, calling)
         except RefusedInstanceError as exc:
             log.warning("dicom: instance from %s refused (0x%04X): %s",
-                        calling, exc.status, exc.comment)  # fmt: skip
+                        calling, exc.status, exc.detail)  # fmt: skip
             return exc.response()
         except ApplianceError as exc:
             log.warning("dicom: instance from %s not stored: %s", calling, exc)
@@ -176,6 +177,7 @@ class _Handlers:
             context_class=str(context.abstract_syntax),
             syntax=str(context.transfer_syntax),
             claimed_uid=str(claimed) if claimed else None,
+            limits=PixelLimits.of(self.config),
         )
 
 
