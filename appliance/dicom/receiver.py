@@ -22,6 +22,7 @@ from typing import Any
 
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from appliance.config import Config
 from appliance.dicom.checks import (
@@ -58,6 +59,11 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
 ]
 _REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_UNKNOWN = 0x01, 0x01, 0x03
+_TAKES = (
+    "this box takes CT, MR, CR, DX and SC images (CT, MR, CR, Digital X-Ray and Secondary "
+    "Capture Image Storage) in Explicit or Implicit VR Little Endian, RLE, JPEG or JPEG 2000: "
+    "configure the modality to send those classes in one of those transfer syntaxes"
+)
 
 
 def _addresses(host: str) -> set[str]:
@@ -79,6 +85,27 @@ def known_peer(peers: list[Peer], ae_title: str, address: str) -> Peer | None:
         if peer.ae_title == ae_title.strip() and address in _addresses(peer.host):
             return peer
     return None
+
+
+def refused_contexts_line(
+    calling: str, address: str, refused: dict[str, list[str]], *, none_accepted: bool
+) -> str:
+    """The warning for an association some of whose offers the box refused: ``refused`` maps each
+    SOP class UID refused (and accepted in no other context) to the transfer syntax UIDs offered
+    for it. Classes and syntaxes go by their DICOM names; none of this is PHI."""
+    offers = "; ".join(
+        f"{UID(sop_class).name} ({', '.join(UID(ts).name for ts in syntaxes)})"
+        for sop_class, syntaxes in refused.items()
+    )
+    outcome = (
+        "no image class it offers is taken, so none of its images can arrive"
+        if none_accepted
+        else "its other offers are taken"
+    )
+    return (
+        f"dicom: association from AE {calling!r} at {address}: not taken: {offers}; {outcome}; "
+        f"{_TAKES}"
+    )
 
 
 @dataclass
@@ -139,6 +166,31 @@ class _Handlers:
             # As pynetdicom's own refusal does it: reject, then let the DUL flush and stop.
             event.assoc.acse.send_reject(_REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_UNKNOWN)
             event.assoc.kill()
+
+    def accepted(self, event: Any) -> None:
+        """Say which offered SOP classes and transfer syntaxes were refused, and what to do: a
+        modality whose offers were all refused gives up, and the box's journal is the only place
+        a field technician can learn why its images never arrive."""
+        assoc = event.assoc
+        taken = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        offered = {
+            cx.context_id: cx
+            for cx in assoc.requestor.primitive.presentation_context_definition_list
+        }
+        refused: dict[str, list[str]] = {}
+        for cx in assoc.rejected_contexts:
+            sop_class = str(cx.abstract_syntax)
+            if sop_class in taken:  # offered again in a syntax the box took: nothing is lost
+                continue
+            syntaxes = refused.setdefault(sop_class, [])
+            source = offered.get(cx.context_id, cx)
+            syntaxes += [str(ts) for ts in source.transfer_syntax if str(ts) not in syntaxes]
+        if refused:
+            calling = str(assoc.requestor.ae_title).strip()
+            log.warning(refused_contexts_line(
+                calling, str(assoc.requestor.address), refused,
+                none_accepted=not taken.intersection(STORAGE_CLASSES),
+            ))  # fmt: skip
 
     def echo(self, event: Any) -> int:
         return 0x0000
@@ -212,6 +264,7 @@ def start_receiver(
         block=False,
         evt_handlers=[
             (evt.EVT_REQUESTED, handlers.requested),
+            (evt.EVT_ACCEPTED, handlers.accepted),
             (evt.EVT_C_ECHO, handlers.echo),
             (evt.EVT_C_STORE, handlers.on_store),
         ],

@@ -6,13 +6,21 @@ import contextlib
 import logging
 import socket
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 from pynetdicom import AE
 
 from appliance.dicom.receiver import Receiver
@@ -267,3 +275,77 @@ def test_deflated_data_set_is_not_negotiated(
     (context,) = assoc.accepted_contexts
     assoc.release()
     assert context.transfer_syntax[0] == ExplicitVRLittleEndian
+
+
+ENHANCED_CT, RT_PLAN = "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.481.5"
+
+
+def _offer(port: int, contexts: list[tuple[str, str]]) -> Any:
+    """Associate offering ``contexts`` (SOP class, transfer syntax), one context each."""
+    ae = AE(ae_title="MODALITY1")
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, [syntax])
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    return ae.associate("127.0.0.1", port, ae_title="APPLIANCE")
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> str:
+    """The log line holding ``text``; the box logs it in its own thread, so wait for it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+        if lines:
+            (line,) = lines
+            return line
+        time.sleep(0.05)
+    raise AssertionError(f"no log line with {text!r}")
+
+
+def test_modality_offering_only_classes_the_box_does_not_take_is_told_why(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    assoc = _offer(
+        receiver.port, [(ENHANCED_CT, ExplicitVRLittleEndian), (RT_PLAN, ImplicitVRLittleEndian)]
+    )
+    assert not assoc.is_established
+    line = _logged(caplog, "dicom: association from AE 'MODALITY1' at 127.0.0.1: not taken:")
+    assert "Enhanced CT Image Storage (Explicit VR Little Endian)" in line
+    assert "RT Plan Storage (Implicit VR Little Endian)" in line
+    assert "no image class it offers is taken, so none of its images can arrive" in line
+    assert "configure the modality to send those classes" in line
+
+
+def test_partly_refused_association_names_only_what_was_refused(
+    receiver: Receiver, store: StudyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    ct = MODALITY_CLASS["CT"]
+    assoc = _offer(
+        receiver.port,
+        [
+            (ct, DeflatedExplicitVRLittleEndian),  # refused, but CT is taken in the next one
+            (ct, ExplicitVRLittleEndian),
+            (MODALITY_CLASS["MR"], DeflatedExplicitVRLittleEndian),  # refused: syntax
+            (ENHANCED_CT, ExplicitVRLittleEndian),  # refused: class
+        ],
+    )
+    assert assoc.is_established
+    image = make_image("CT")
+    assert assoc.send_c_store(image).Status == 0x0000
+    assoc.release()
+    line = _logged(caplog, "dicom: association from AE 'MODALITY1' at 127.0.0.1: not taken:")
+    assert "not taken: MR Image Storage (Deflated Explicit VR Little Endian); " in line
+    assert "Enhanced CT Image Storage (Explicit VR Little Endian); its other offers are taken" in (
+        line
+    )
+    assert "CT Image Storage (Deflated" not in line
+    assert len(store.instance_uids()) == 1
+
+
+def test_fully_taken_association_logs_no_refusal(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    assert [s.Status for s in send(receiver.port, make_image())] == [0]
+    assert "not taken" not in caplog.text
