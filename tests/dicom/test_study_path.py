@@ -19,7 +19,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import RLELossless, generate_uid
 from pynetdicom import AE, evt
 
 from appliance.audit.records import AuditEvent, Outcome, hash_subject
@@ -209,6 +209,25 @@ def test_study_is_analysed_and_results_reach_the_pacs(
     for phi in (PATIENT_NAME, PATIENT_ID, study, series, str(images[0].SOPInstanceUID)):
         assert phi not in caplog.text, f"{phi!r} in the logs"
         assert phi not in audit_text, f"{phi!r} in the audit trail"
+
+
+def test_a_compressed_study_is_analysed_as_well(box: Box) -> None:
+    # RLE Lossless, as a modality may send it: stored as received, decoded by the worker.
+    study, series = generate_uid(), generate_uid()
+    images = [make_image("CT", study=study, series=series, seed=i) for i in range(2)]
+    for image in images:
+        image.compress(RLELossless)
+    service = box.start()
+    try:
+        assert service.receiver is not None
+        assert [s.Status for s in send(service.receiver.port, *images, ts=RLELossless)] == [0, 0]
+        _until(lambda: len(box.pacs.received) == 2, service)
+        state = service.store.study(study)
+        assert state is not None and state.state is StudyState.DONE, state
+    finally:
+        service.stop()
+    (sc,) = (ds for ds in box.pacs.received if str(ds.SOPClassUID) == SC_CLASS)
+    assert sc.pixel_array.max() > 0
 
 
 def test_unrouted_study_is_not_analysed(box: Box) -> None:
