@@ -20,6 +20,7 @@ from appliance.api.metrics import Metrics
 from appliance.api.results import ResultStore
 from appliance.api.tls import SiteCertificate, ensure_site_certificate
 from appliance.audit.group import GroupAuditor
+from appliance.dicom.checks import PixelLimits
 from appliance.errors import ApplianceError
 from appliance.inference.registry import ModelRegistry
 from appliance.runtime import Runtime
@@ -76,6 +77,7 @@ def build_services(
         metrics=Metrics(),
         server_name=box_name(rt.config),
         server_version=__version__,
+        pixel_limits=PixelLimits.of(rt.config),
     )
 
 

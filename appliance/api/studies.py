@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from appliance.api.tensors import InputError
-from appliance.dicom.checks import RefusedInstanceError, check_instance, decode_all
+from appliance.dicom.checks import PixelLimits, RefusedInstanceError, check_instance, decode_all
 
 DICOM = "application/dicom"
 MULTIPART = "multipart/related"
@@ -46,8 +46,10 @@ class Study:
     datasets: list[Dataset]
 
 
-def read_study(content_type: str, body: bytes) -> Study:
-    """The study in ``body``; raises InputError (or UnsupportedMediaError) saying what is wrong."""
+def read_study(content_type: str, body: bytes, limits: PixelLimits | None = None) -> Study:
+    """The study in ``body``; raises InputError (or UnsupportedMediaError) saying what is wrong.
+    ``limits``: the site's largest decoded pixel data (None: Config's defaults), as the DICOM
+    receiver applies them."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media == DICOM:
         parts = [body]
@@ -64,7 +66,7 @@ def read_study(content_type: str, body: bytes) -> Study:
             f"the body holds {len(parts)} instances; at most {MAX_INSTANCES} per request.",
             "Send larger studies to the box's DICOM receiver (C-STORE).",
         )
-    datasets = [_instance(index, part, len(parts)) for index, part in enumerate(parts)]
+    datasets = [_instance(index, part, len(parts), limits) for index, part in enumerate(parts)]
     return Study(_one_study(datasets), datasets)
 
 
@@ -158,7 +160,7 @@ def _payload(index: int, part: bytes) -> bytes:
     return content
 
 
-def _instance(index: int, data: bytes, count: int) -> Dataset:
+def _instance(index: int, data: bytes, count: int, limits: PixelLimits | None) -> Dataset:
     """One checked Part 10 instance; ``index`` names it in refusals."""
     what = f"instance {index + 1} of {count}" if count > 1 else "the instance"
     try:
@@ -166,7 +168,7 @@ def _instance(index: int, data: bytes, count: int) -> Dataset:
         decode_all(ds)
         syntax = str(ds.file_meta.TransferSyntaxUID)
         check_instance(ds, context_class=str(ds.get("SOPClassUID", "")), syntax=syntax,
-                       claimed_uid=None)  # fmt: skip
+                       claimed_uid=None, limits=limits)  # fmt: skip
     except InvalidDicomError:
         raise InputError(
             f"{what} is not a DICOM Part 10 file (no 128-byte preamble and 'DICM').",

@@ -6,6 +6,7 @@ wrong, with nothing stored, and never a 500."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,6 +193,16 @@ def test_a_bad_body_is_refused_saying_why_and_nothing_is_stored(studied: Served,
         assert words in answer.json()["error"] and answer.json()["hint"]
         assert http.get("/v2/health/live").status_code == 200
     assert studied.api.services.results.count() == before
+
+
+def test_the_sites_pixel_limit_applies_to_uploads_too(prepared: Served) -> None:
+    # One setting for the receiver and the upload: a site that lowered it is not bypassed here.
+    prepared.rt.config = dataclasses.replace(prepared.rt.config, dicom_max_frame_bytes=1024)
+    for box in serving(prepared):
+        with box.client(Role.SERVICE) as http:
+            answer = http.post(PATH, content=part10(sample("CT_small.dcm")), headers=DICOM)
+        assert answer.status_code == 400, answer.text
+        assert "decoded frame 32 KiB over the limit of 1 KiB" in answer.json()["error"]
 
 
 def test_a_slice_the_model_cannot_read_is_a_400(studied: Served) -> None:

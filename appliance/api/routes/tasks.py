@@ -140,7 +140,7 @@ async def notes(request: Request, body: NotesRequest) -> TaskResult:
 def _studies(svc: ApiServices, who: Principal, content_type: str, model_name: str | None,
              body: bytes) -> TaskResult:  # fmt: skip
     """Analyse the study in ``body`` (one or more DICOM instances) with the imaging model."""
-    study = read_study(content_type, body)  # a bad body is a 4xx, before a missing model
+    study = read_study(content_type, body, svc.pixel_limits)  # a 4xx before a missing model
     model = _model_for(svc, Task.IMAGING_ANOMALY, model_name)
     findings = ModelAnalyser(svc.registry, model.manifest.name).analyse(study.datasets)
     rows = {str(ds.SOPInstanceUID): (int(ds.Rows), int(ds.Columns)) for ds in study.datasets}
