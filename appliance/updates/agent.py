@@ -253,8 +253,9 @@ class UpdateAgent:
         """Take ``bundle`` through the whole machine; returns the final state (DONE or FAILURE).
 
         Waits for an update another process runs. Refusals are not raised: they end in FAILURE
-        with the reason, audited. Raises only for conditions that stop the agent itself
-        (storage, TPM) after VERIFY.
+        with the reason, audited; so does a disk that cannot take the slot (full or failing),
+        whose slot is cleared. Raises only for conditions that stop the agent itself (the TPM,
+        storage that cannot even record the failure) after VERIFY.
         """
         with self._exclusive(wait=True):
             return self._install_bundle(bundle)
@@ -273,10 +274,18 @@ class UpdateAgent:
             except ApplianceError as exc:
                 sink.close()
                 return self._refuse(sink.state, f"refused: {exc}")
-            state = self._enter(
-                sink.state, Phase.INSTALL, bundle_sha256=digest, bundle_version=verified.version
-            )
-            self._install(state, sink, verified)
+            try:
+                state = self._enter(
+                    sink.state, Phase.INSTALL, bundle_sha256=digest,
+                    bundle_version=verified.version,
+                )  # fmt: skip
+                self._install(state, sink, verified)
+            except StorageError as exc:
+                # A full or failing disk while the slot is made durable: this bundle is not
+                # installed, and its slot goes, so that the box gets its space back.
+                sink.close()
+                failed = state if state.phase is Phase.INSTALL else sink.state
+                return self._rollback(failed, f"not installed: {exc}")
         state = self._enter(state, Phase.VALIDATE)
         ok, reason = self._validate(verified.manifest, sink.slot)
         if not ok:

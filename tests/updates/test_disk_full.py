@@ -65,3 +65,36 @@ def test_a_bundle_that_fills_the_disk_is_refused_and_its_slot_cleared(
     assert refused and "No space left" in str(refused[-1].detail["reason"])
     disk.free()
     assert box.agent().install(box.bundle("1.2.0")).phase is Phase.DONE
+
+
+def _used(folder: Path) -> int:
+    """Bytes the files under ``folder`` take on the disk (whole pages)."""
+    return sum(f.stat().st_blocks * 512 for f in folder.rglob("*") if f.is_file())
+
+
+def test_a_disk_that_fills_while_the_slot_is_made_durable_ends_in_failure(
+    box: Box, disk: SmallDisk, sim: RepoSim
+) -> None:
+    # Room for the new slot's bytes and not much more: VERIFY streams them in, then the writes
+    # of INSTALL (its state, slot.json, the staged metadata) meet the full disk.
+    folders = {}
+    for version in ("1.0.0", "1.1.0"):
+        folders[version] = sim.top / version
+        build_model_dir(folders[version], name="risk-demo", version=version, size_mb=4)
+    bundles = {
+        version: build_bundle(folder, sim.repo, sim.signers(),
+                              sim.out / f"{version}.aplbundle", not_before=NOT_BEFORE).path
+        for version, folder in folders.items()
+    }  # fmt: skip
+    assert box.agent().install(bundles["1.0.0"]).phase is Phase.DONE
+    slot = box.config.models_dir / "risk-demo" / "a"
+    disk.fill(leave=_used(slot))  # what 1.1.0's slot takes, the same sizes but its version
+    before = _free(disk.path)
+    state = box.agent().install(bundles["1.1.0"])
+    assert state.phase is Phase.FAILURE, state
+    assert (state.reason or "").startswith("not installed: "), state.reason
+    assert "No space left on device" in (state.reason or "")
+    assert _free(disk.path) >= before - 16 * PAGE, "the half-installed slot kept the disk full"
+    assert box.active_version() == "1.0.0"
+    disk.free()
+    assert box.agent().install(box.bundle("1.2.0")).phase is Phase.DONE
