@@ -18,7 +18,7 @@ from appliance.api.results import ResultStore
 from appliance.audit.auditor import Auditor
 from appliance.audit.group import GroupAuditor
 from appliance.audit.records import AuditEvent, AuditRecord, Outcome
-from appliance.dicom.checks import PixelLimits
+from appliance.dicom.checks import DEFAULT_LIMITS, PixelLimits
 from appliance.errors import PermissionDeniedError, SessionExpiredError
 from appliance.identity.roles import ENTRY_POINTS, Permission, Principal, may
 from appliance.identity.service import IdentityService
@@ -36,7 +36,7 @@ class ApiServices:
     metrics: Metrics
     server_name: str = "appliance"
     server_version: str = "0"
-    pixel_limits: PixelLimits | None = None  # the site's (Config); None: Config's defaults
+    pixel_limits: PixelLimits = DEFAULT_LIMITS  # the site's (build_services: its Config)
 
 
 def services(request: Request) -> ApiServices:

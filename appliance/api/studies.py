@@ -23,7 +23,13 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from appliance.api.tensors import InputError
-from appliance.dicom.checks import PixelLimits, RefusedInstanceError, check_instance, decode_all
+from appliance.dicom.checks import (
+    DEFAULT_LIMITS,
+    PixelLimits,
+    RefusedInstanceError,
+    check_instance,
+    decode_all,
+)
 
 DICOM = "application/dicom"
 MULTIPART = "multipart/related"
@@ -46,10 +52,9 @@ class Study:
     datasets: list[Dataset]
 
 
-def read_study(content_type: str, body: bytes, limits: PixelLimits | None = None) -> Study:
+def read_study(content_type: str, body: bytes, limits: PixelLimits = DEFAULT_LIMITS) -> Study:
     """The study in ``body``; raises InputError (or UnsupportedMediaError) saying what is wrong.
-    ``limits``: the site's largest decoded pixel data (None: Config's defaults), as the DICOM
-    receiver applies them."""
+    ``limits``: the site's largest decoded pixel data, as the DICOM receiver applies them."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media == DICOM:
         parts = [body]
@@ -160,7 +165,7 @@ def _payload(index: int, part: bytes) -> bytes:
     return content
 
 
-def _instance(index: int, data: bytes, count: int, limits: PixelLimits | None) -> Dataset:
+def _instance(index: int, data: bytes, count: int, limits: PixelLimits) -> Dataset:
     """One checked Part 10 instance; ``index`` names it in refusals."""
     what = f"instance {index + 1} of {count}" if count > 1 else "the instance"
     try:

@@ -98,6 +98,9 @@ class PixelLimits:
         return cls(config.dicom_max_frame_bytes, config.dicom_max_instance_bytes)
 
 
+DEFAULT_LIMITS = PixelLimits.of(Config())  # a site that sets none
+
+
 @dataclass(frozen=True)
 class PixelGeometry:
     """What an instance declares about its pixel data (no PHI: sizes only)."""
@@ -241,13 +244,13 @@ def check_instance(
     context_class: str,
     syntax: str,
     claimed_uid: str | None,
-    limits: PixelLimits | None = None,
+    limits: PixelLimits = DEFAULT_LIMITS,
 ) -> InstanceInfo:
     """The identifiers of ``ds`` if the box may store it; raise RefusedInstanceError otherwise.
 
     ``context_class`` and ``syntax`` are the presentation context's abstract and transfer syntax;
     ``claimed_uid`` the request's Affected SOP Instance UID; ``limits`` the largest decoded pixel
-    data accepted (None: the defaults of :class:`~appliance.config.Config`).
+    data accepted (the site's, from its :class:`~appliance.config.Config`).
     """
     transfer = UID(syntax)
     sop_class = _uid(ds, "SOPClassUID")
@@ -259,7 +262,7 @@ def check_instance(
     if claimed_uid is not None and sop_uid != claimed_uid:
         raise _mismatch("SOPInstanceUID differs from the C-STORE request")
     study_uid, series_uid = _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
-    _check_pixels(ds, transfer, limits or PixelLimits.of(Config()))
+    _check_pixels(ds, transfer, limits)
     modality = str(ds.get("Modality") or STORAGE_CLASSES[sop_class])
     return InstanceInfo(sop_class, sop_uid, study_uid, series_uid, modality)
 
