@@ -8,14 +8,18 @@ power cut (the pattern of python-tuf's ``_persist_metadata``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from appliance.errors import StorageError
+
+_COPY_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -90,6 +94,29 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             fh.write(data)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror}.", _where_hint(path)) from exc
+
+
+def move_durably(src: Path, dst: Path) -> None:
+    """Move the finished file ``src`` over ``dst`` atomically and durably: its data flushed, then
+    renamed (or, from another file system, copied through :func:`atomic_writer` and removed).
+
+    Raises OSError; ``src`` is gone only when ``dst`` holds its bytes.
+    """
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)  # the data reach the disk before the name that promises them
+    finally:
+        os.close(fd)
+    try:
+        src.replace(dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with src.open("rb") as fin, atomic_writer(dst) as fout:
+            shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+        src.unlink()
+    else:
+        fsync_dir(dst.parent)
 
 
 def _where_hint(path: Path) -> str:

@@ -17,14 +17,19 @@ resources) when the spool cannot be written, or when the pixel data would decode
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
-from pydicom.dataelem import RawDataElement
+from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import iter_pixels
 from pydicom.tag import Tag
 from pydicom.uid import UID
+from pydicom.valuerep import VR
 
 from appliance.config import Config
 from appliance.errors import ApplianceError
@@ -42,6 +47,11 @@ _COMMENT_MAX = 64
 _BITS = (1, 8, 16, 32)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
+# A received file's values from this size up are read only when used: pixel data stays on disk.
+_DEFER_BYTES = 256 * 1024
+_PIXEL_TAGS = frozenset({Tag(0x7FE00008), Tag(0x7FE00009), Tag(0x7FE00010)})  # float, double, int
+# What a received file may hold besides its pixel data (headers, overlays, icons, private tags).
+_METADATA_ALLOWANCE = 64 * 1024 * 1024
 
 
 class StoreStatus(IntEnum):
@@ -198,9 +208,23 @@ def _check_size(geometry: PixelGeometry, limits: PixelLimits) -> None:
     )
 
 
-def _check_pixels(ds: Dataset, syntax: UID, limits: PixelLimits) -> None:
-    data = ds.get("PixelData")
-    if not data:  # absent, or present with no value (pydicom reads an empty value as None)
+def _pixel_bytes(ds: Dataset) -> int | None:
+    """How many bytes of Pixel Data ``ds`` holds (None when it has none), without reading a
+    value that :func:`read_received` left on disk; an encapsulated value counts as 1."""
+    elem = ds.get_item("PixelData", keep_deferred=True)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement) and elem.value is None:  # deferred, or empty
+        if elem.length == _UNDEFINED_LENGTH:
+            return 1
+        return elem.length or None
+    value = elem.value
+    return len(value) if value else None  # pydicom reads an empty value as None
+
+
+def _check_pixels(ds: Dataset, syntax: UID, limits: PixelLimits, source: Path | None) -> None:
+    actual = _pixel_bytes(ds)
+    if not actual:
         raise _mismatch("no pixel data")
     geometry = pixel_geometry(ds)
     # Before any decoding: a few kB of RLE or JPEG may declare gigabytes. Native data is checked
@@ -208,14 +232,13 @@ def _check_pixels(ds: Dataset, syntax: UID, limits: PixelLimits) -> None:
     _check_size(geometry, limits)
     expected = geometry.native_bytes
     if syntax.is_compressed:
-        _check_decodable(ds, syntax)
+        _check_decodable(ds, syntax, source)
         return
-    actual = len(data)
     if actual not in (expected, expected + (expected % 2)):
         raise _mismatch(f"pixel data {actual} bytes, expected {expected}")
 
 
-def _check_decodable(ds: Dataset, syntax: UID) -> None:
+def _check_decodable(ds: Dataset, syntax: UID, source: Path | None) -> None:
     from pydicom.pixels.decoders.base import get_decoder
 
     try:
@@ -229,8 +252,10 @@ def _check_decodable(ds: Dataset, syntax: UID) -> None:
         )
     try:
         # Frame by frame (not ds.pixel_array, all frames at once): one association holds at most
-        # one decoded frame, which PixelLimits.frame_bytes bounds.
-        for _frame in decoder.iter_array(ds):
+        # one decoded frame, which PixelLimits.frame_bytes bounds. From the file when there is
+        # one: pydicom then reads one frame's fragments at a time, not the whole value.
+        frames = iter_pixels(source) if source is not None else decoder.iter_array(ds)
+        for _frame in frames:
             pass
     except Exception as exc:
         raise RefusedInstanceError(
@@ -245,12 +270,14 @@ def check_instance(
     syntax: str,
     claimed_uid: str | None,
     limits: PixelLimits = DEFAULT_LIMITS,
+    source: Path | None = None,
 ) -> InstanceInfo:
     """The identifiers of ``ds`` if the box may store it; raise RefusedInstanceError otherwise.
 
     ``context_class`` and ``syntax`` are the presentation context's abstract and transfer syntax;
     ``claimed_uid`` the request's Affected SOP Instance UID; ``limits`` the largest decoded pixel
-    data accepted (the site's, from its :class:`~appliance.config.Config`).
+    data accepted (the site's, from its :class:`~appliance.config.Config`); ``source`` the file
+    ``ds`` was read from by :func:`read_received`, whose pixel data stays there.
     """
     transfer = UID(syntax)
     sop_class = _uid(ds, "SOPClassUID")
@@ -262,38 +289,83 @@ def check_instance(
     if claimed_uid is not None and sop_uid != claimed_uid:
         raise _mismatch("SOPInstanceUID differs from the C-STORE request")
     study_uid, series_uid = _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
-    _check_pixels(ds, transfer, limits)
+    _check_pixels(ds, transfer, limits, source)
     modality = str(ds.get("Modality") or STORAGE_CLASSES[sop_class])
     return InstanceInfo(sop_class, sop_uid, study_uid, series_uid, modality)
 
 
-def decode_all(ds: Dataset) -> None:
+def read_received(path: Path, limits: PixelLimits = DEFAULT_LIMITS) -> Dataset:
+    """The data set of the received Part 10 file ``path``, its large values (pixel data) left on
+    disk, after :func:`decode_all`: memory stays bounded by the small elements and one frame.
+
+    Raises RefusedInstanceError: OUT_OF_RESOURCES for a file larger than ``limits`` allow (before
+    it is read), CANNOT_DECODE for one that is not DICOM, truncated or garbled.
+    """
+    size = path.stat().st_size
+    if size > limits.instance_bytes + _METADATA_ALLOWANCE:
+        comment = f"instance {_size(size)} over the limit of {_size(limits.instance_bytes)}"
+        raise RefusedInstanceError(
+            StoreStatus.OUT_OF_RESOURCES,
+            comment,
+            f"{comment}; if the sending device's images really are this large, raise "
+            "dicom_max_instance_bytes in the box's configuration",
+        )
+    try:
+        ds = dcmread(path, defer_size=_DEFER_BYTES)
+    except Exception as exc:  # pydicom raises what its parser meets: InvalidDicomError, EOF, ...
+        raise RefusedInstanceError(
+            StoreStatus.CANNOT_DECODE, f"data set cannot be decoded ({type(exc).__name__})"
+        ) from exc
+    decode_all(ds, size=size)
+    return ds
+
+
+def decode_all(ds: Dataset, *, size: int | None = None) -> None:
     """Check that the stream behind ``ds`` was complete, then parse every element now.
 
     pydicom parses lazily and, at the end of a short stream, keeps what it could read: a cut
     shows only as an element whose value is shorter than its declared length, or as a failure when
-    an element is first touched. Raises RefusedInstanceError (CANNOT_DECODE) naming the element.
+    an element is first touched. A value read deferred (``ds`` from :func:`read_received`, whose
+    file holds ``size`` bytes) is not read: it must end inside the file. Raises
+    RefusedInstanceError (CANNOT_DECODE) naming the element.
     """
     for tag in list(ds.keys()):
         try:
-            raw = ds.get_item(tag)
+            raw = ds.get_item(tag, keep_deferred=size is not None)
         except Exception as exc:  # pydicom raises what its value converters raise (an unknown VR)
             raise RefusedInstanceError(
                 StoreStatus.CANNOT_DECODE, f"data set garbled in element {Tag(tag)}"
             ) from exc
-        if (
-            isinstance(raw, RawDataElement)
-            and raw.length != _UNDEFINED_LENGTH
-            and raw.value is not None
-            and len(raw.value) < raw.length
-        ):
+        if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED_LENGTH:
+            continue
+        short = (
+            len(raw.value) < raw.length
+            if raw.value is not None
+            else size is not None and raw.value_tell + raw.length > size
+        )
+        if short:
             raise RefusedInstanceError(
                 StoreStatus.CANNOT_DECODE, f"data set truncated in element {Tag(tag)}"
             )
     where: Any = None
     try:
-        for elem in ds.iterall():
+        for elem in _parsed(ds):
             where = elem.tag
     except Exception as exc:
         after = f" after {where}" if where is not None else ""
         raise RefusedInstanceError(StoreStatus.CANNOT_DECODE, f"data set garbled{after}") from exc
+
+
+def _parsed(ds: Dataset) -> Iterator[DataElement]:
+    """Every element of ``ds`` and its sequences, parsed, as ``Dataset.iterall`` gives them, but
+    for pixel data left on disk (checked by its length and by decoding, not read whole)."""
+    for tag in list(ds.keys()):
+        if tag in _PIXEL_TAGS:
+            raw = ds.get_item(tag, keep_deferred=True)
+            if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+                continue
+        elem = ds[tag]
+        yield elem
+        if elem.VR == VR.SQ:
+            for item in elem.value:
+                yield from _parsed(item)

@@ -5,8 +5,9 @@ entry of ``peers.json`` (re-read for every connection, so the console's changes 
 A connection from an address no peer has is closed as it is accepted, before it takes one of the
 16 association slots (else anyone on the network could hold them all by connecting and saying
 nothing); a peer's address with an unknown AE title gets an A-ASSOCIATE-RJ (calling AE not
-recognised). Either way one log line says who was turned away and what to do. Each C-STORE is
-decoded and checked (:mod:`appliance.dicom.checks`) and written to the spool, fsynced and
+recognised). Either way one log line says who was turned away and what to do. Each C-STORE's
+data set is written to a file as it arrives (``incoming/``: memory does not grow with the
+instance), checked from there (:mod:`appliance.dicom.checks`), moved into the spool, fsynced and
 committed, *before* the Success status goes back: an
 instance the sender saw acknowledged survives a kill -9 or a power cut. A refused instance gets
 a failure status with an ErrorComment and leaves nothing behind; the association stays up.
@@ -18,6 +19,7 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom import config as pydicom_config
@@ -32,7 +34,7 @@ from appliance.dicom.checks import (
     RefusedInstanceError,
     StoreStatus,
     check_instance,
-    decode_all,
+    read_received,
 )
 from appliance.dicom.peers import DEFAULT_AE_TITLE, Peer, load_peers
 from appliance.dicom.store import StudyStore, key_of
@@ -197,9 +199,12 @@ class _Handlers:
 
     def on_store(self, event: Any) -> int | Dataset:
         calling = str(event.assoc.requestor.ae_title).strip()
+        # The instance as it arrived, written to a file fragment by fragment (pynetdicom's
+        # chunked receive, set in start_receiver): checked from there and moved into the spool.
+        received = Path(event.dataset_path)
         try:
-            info = self._accept(event)
-            self.store.write_instance(event.encoded_dataset(include_meta=True), info, calling)
+            info = self._accept(event, received)
+            self.store.write_instance(received, info, calling)
         except RefusedInstanceError as exc:
             log.warning("dicom: instance from %s refused (0x%04X): %s",
                         calling, exc.status, exc.detail)  # fmt: skip
@@ -208,28 +213,32 @@ class _Handlers:
             log.warning("dicom: instance from %s not stored: %s", calling, exc)
             full = RefusedInstanceError(StoreStatus.OUT_OF_RESOURCES, "spool not writable")
             return full.response()
+        finally:
+            received.unlink(missing_ok=True)  # refused or failed; moved away when stored
         log.info("dicom: stored instance %s of study %s from %s",
                  key_of(info.sop_uid), key_of(info.study_uid), calling)  # fmt: skip
         return 0x0000
 
-    def _accept(self, event: Any) -> InstanceInfo:
+    def closed(self, event: Any) -> None:
+        """Remove the file of an instance whose transfer the connection's end cut short (an
+        abort, a dropped network): pynetdicom removes only the files its handler was given."""
+        message = getattr(event.assoc.dimse, "message", None)
+        partial = getattr(message, "_data_set_path", None)  # pynetdicom keeps it nowhere public
+        if isinstance(partial, Path):
+            partial.unlink(missing_ok=True)
+
+    def _accept(self, event: Any, received: Path) -> InstanceInfo:
         context = event.context
-        try:
-            ds = event.dataset
-            decode_all(ds)
-        except RefusedInstanceError:
-            raise
-        except Exception as exc:
-            raise RefusedInstanceError(
-                StoreStatus.CANNOT_DECODE, f"data set cannot be decoded ({type(exc).__name__})"
-            ) from exc
+        limits = PixelLimits.of(self.config)
+        ds = read_received(received, limits)
         claimed = event.request.AffectedSOPInstanceUID
         return check_instance(
             ds,
             context_class=str(context.abstract_syntax),
             syntax=str(context.transfer_syntax),
             claimed_uid=str(claimed) if claimed else None,
-            limits=PixelLimits.of(self.config),
+            limits=limits,
+            source=received,
         )
 
 
@@ -243,6 +252,13 @@ def start_receiver(
 ) -> Receiver:
     """Start the SCP in background threads; ``port`` 0 picks a free one (tests)."""
     from pynetdicom import AE, evt
+    from pynetdicom import _config as pynetdicom_config
+
+    # Each C-STORE data set goes to a file as it arrives (in the temporary folder: TMPDIR, which
+    # appliance-dicom.service points at the state partition), not into memory: 16 associations
+    # sending large instances would otherwise hold them all, several copies each. pynetdicom
+    # knows this setting only process-wide; the handler above works with it on.
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
 
     # pynetdicom logs every DIMSE message (UIDs of the patient's study) at DEBUG and INFO: keep
     # its own loggers to warnings, so that no log line carries a study's identifiers.
@@ -250,6 +266,10 @@ def start_receiver(
     # pydicom warns about invalid values by quoting them (a patient's name, an ID): the checks
     # here decide what is refused, so its reading warnings are off.
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    # Instances a kill or a power cut interrupted as they arrived: never acknowledged, so the
+    # sender sends them again.
+    for partial in store.incoming.glob("tmp*.dcm"):
+        partial.unlink(missing_ok=True)
     handlers = _Handlers(config, store)
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(VERIFICATION)
@@ -267,6 +287,7 @@ def start_receiver(
             (evt.EVT_ACCEPTED, handlers.accepted),
             (evt.EVT_C_ECHO, handlers.echo),
             (evt.EVT_C_STORE, handlers.on_store),
+            (evt.EVT_CONN_CLOSE, handlers.closed),
         ],
     )
     # socketserver's hook, run as each connection is accepted. A connection accepted before

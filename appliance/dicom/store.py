@@ -3,6 +3,7 @@
 Layout under ``<state>/dicom``::
 
     spool/<study key>/<instance key>.dcm   every accepted instance, DICOM Part 10 file
+    incoming/tmp*.dcm                      instances arriving (TMPDIR of appliance-dicom.service)
     outbox/<instance key>.dcm              results waiting to be sent (see outbox.py)
     studies.db                             instances, studies, outbox rows (WAL, FULL)
     .spool.lock                            flock: instance writers share it, pruning holds it alone
@@ -41,7 +42,7 @@ from pydicom.errors import InvalidDicomError
 from appliance.config import Config
 from appliance.dicom.checks import InstanceInfo, RefusedInstanceError, StoreStatus
 from appliance.errors import StorageError
-from appliance.fsutil import atomic_writer, flocked, fsync_dir
+from appliance.fsutil import atomic_writer, flocked, fsync_dir, move_durably
 from appliance.sqlitedb import Database, rollback
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ class StudyStore:
         self.root = root
         self.spool = root / "spool"
         self.outbox_dir = root / "outbox"
-        for folder in (root, self.spool, self.outbox_dir):
+        self.incoming = root / "incoming"
+        for folder in (root, self.spool, self.outbox_dir, self.incoming):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(root / "studies.db", _SCHEMA, "DICOM study database")
         # One connection for every thread, serialised: pynetdicom runs each association in a new
@@ -168,11 +170,13 @@ class StudyStore:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def write_instance(self, encoded: bytes, info: InstanceInfo, calling_ae: str) -> Path:
+    def write_instance(self, encoded: bytes | Path, info: InstanceInfo, calling_ae: str) -> Path:
         """Store one accepted instance durably (file fsynced and renamed, row committed).
 
-        ``encoded`` is the Part 10 file (preamble, meta, data set). Raises StorageError, or
-        RefusedInstanceError when the SOP Instance UID is already stored in another study.
+        ``encoded`` is the Part 10 file (preamble, meta, data set): its bytes, or a finished file
+        (the receiver's, written as the instance arrived), which is moved into the spool. Raises
+        StorageError, or RefusedInstanceError when the SOP Instance UID is already stored in
+        another study.
         """
         path = self.spool / key_of(info.study_uid) / f"{key_of(info.sop_uid)}.dcm"
         # Shared with other writers, never with prune(): it cannot delete this study's folder
@@ -183,8 +187,11 @@ class StudyStore:
                 if not path.parent.is_dir():
                     path.parent.mkdir(exist_ok=True, mode=0o700)
                     fsync_dir(self.spool)  # the new folder's name is durable with its file
-                with atomic_writer(path) as fh:
-                    fh.write(encoded)
+                if isinstance(encoded, Path):
+                    move_durably(encoded, path)
+                else:
+                    with atomic_writer(path) as fh:
+                        fh.write(encoded)
             except OSError as exc:
                 raise StorageError(
                     f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.", _FULL_HINT
