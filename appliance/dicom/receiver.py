@@ -18,6 +18,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,25 +71,73 @@ _TAKES = (
 )
 
 
-def _addresses(host: str) -> set[str]:
-    """The IP addresses a peer's host stands for (itself when it is one)."""
+class PeerAddresses:
+    """The IP addresses of the peers' hosts, each host name's remembered for a while.
+
+    Every connection is screened in the server's accepting thread, and ``getaddrinfo`` blocks
+    for as long as the clinic's DNS takes: asked afresh each time, a DNS that does not answer
+    would hold up every connection, even those of peers configured by address. A name is looked
+    up again after ``ttl`` seconds (``failed_ttl`` after a failure), and a peer configured by
+    address never waits for a name.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 300.0,
+        failed_ttl: float = 30.0,
+        lookup: Callable[[str], set[str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl, self.failed_ttl = ttl, failed_ttl
+        self._lookup = lookup or _resolve
+        self._clock = clock
+        self._known: dict[str, tuple[float, set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, host: str) -> set[str]:
+        """The addresses ``host`` stands for (itself when it is one; none when unresolvable)."""
+        try:
+            return {str(ipaddress.ip_address(host))}
+        except ValueError:
+            pass
+        now = self._clock()
+        with self._lock:
+            known = self._known.get(host)
+        if known is not None and known[0] > now:
+            return known[1]
+        found = self._lookup(host)
+        with self._lock:
+            self._known[host] = (now + (self.ttl if found else self.failed_ttl), found)
+        return found
+
+    def has(self, peers: list[Peer], address: str) -> bool:
+        """Whether ``address`` is one of the peers' (those configured by address first)."""
+        ordered = sorted(peers, key=lambda peer: not _is_address(peer.host))
+        return any(address in self.of(peer.host) for peer in ordered)
+
+    def peer(self, peers: list[Peer], ae_title: str, address: str) -> Peer | None:
+        """The peer with this calling AE title whose host is ``address``, or None."""
+        for peer in peers:
+            if peer.ae_title == ae_title.strip() and address in self.of(peer.host):
+                return peer
+        return None
+
+
+def _is_address(host: str) -> bool:
     try:
-        return {str(ipaddress.ip_address(host))}
+        ipaddress.ip_address(host)
     except ValueError:
-        pass
+        return False
+    return True
+
+
+def _resolve(host: str) -> set[str]:
     try:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return set()
     return {str(info[4][0]) for info in infos}
-
-
-def known_peer(peers: list[Peer], ae_title: str, address: str) -> Peer | None:
-    """The peer with this calling AE title whose host is ``address``, or None."""
-    for peer in peers:
-        if peer.ae_title == ae_title.strip() and address in _addresses(peer.host):
-            return peer
-    return None
 
 
 def refused_contexts_line(
@@ -130,6 +181,7 @@ class _Handlers:
     def __init__(self, config: Config, store: StudyStore) -> None:
         self.config = config
         self.store = store
+        self.addresses = PeerAddresses()
 
     def admits(self, request: Any, client_address: Any) -> bool:
         """Whether a new connection comes from a configured peer's address (the server's
@@ -141,7 +193,7 @@ class _Handlers:
             log.warning("dicom: connection from %s refused, the peer list cannot be read: %s",
                         address, exc)  # fmt: skip
             return False
-        if any(address in _addresses(peer.host) for peer in peers):
+        if self.addresses.has(peers, address):
             return True
         log.warning(
             "dicom: connection from %s refused: no configured peer has this address "
@@ -159,7 +211,7 @@ class _Handlers:
         except ApplianceError as exc:
             log.warning("dicom: association refused, the peer list cannot be read: %s", exc)
             peers = []
-        if known_peer(peers, calling, requestor.address) is None:
+        if self.addresses.peer(peers, calling, requestor.address) is None:
             log.warning(
                 "dicom: association from AE %r at %s refused: not a configured peer "
                 "(add it in the console, Provisioning > PACS peers)",

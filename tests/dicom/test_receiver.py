@@ -23,7 +23,8 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 
-from appliance.dicom.receiver import Receiver
+from appliance.dicom.peers import Peer
+from appliance.dicom.receiver import PeerAddresses, Receiver
 from appliance.dicom.store import StudyState, StudyStore
 
 from .conftest import MODALITY_CLASS, as_file, make_image, send
@@ -349,3 +350,47 @@ def test_fully_taken_association_logs_no_refusal(
     caplog.set_level(logging.WARNING)
     assert [s.Status for s in send(receiver.port, make_image())] == [0]
     assert "not taken" not in caplog.text
+
+
+class _Lookups:
+    """A stand-in for the clinic's DNS that counts the questions it is asked."""
+
+    def __init__(self, answers: dict[str, set[str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def __call__(self, host: str) -> set[str]:
+        self.asked.append(host)
+        return self.answers.get(host, set())
+
+
+def test_peer_host_names_are_looked_up_once_a_while_not_per_connection() -> None:
+    now = [0.0]
+    dns = _Lookups({"ct-scanner.clinic.lan": {"10.0.0.7"}})
+    addresses = PeerAddresses(ttl=300, failed_ttl=30, lookup=dns, clock=lambda: now[0])
+    peers = [
+        Peer("CT1", "ct-scanner.clinic.lan", 104, "CT"),
+        Peer("MR1", "mr.clinic.lan", 104, "MR"),
+    ]
+    for _ in range(20):  # twenty connections in a minute
+        assert addresses.peer(peers, "CT1", "10.0.0.7") is not None
+        assert not addresses.has(peers, "10.9.9.9")
+        now[0] += 3
+    assert sorted(dns.asked) == ["ct-scanner.clinic.lan", "mr.clinic.lan", "mr.clinic.lan"]
+    now[0] = 301  # the scanner's name is asked again after its time; the failed one sooner
+    assert addresses.has(peers, "10.0.0.7")
+    assert dns.asked.count("ct-scanner.clinic.lan") == 2
+
+
+def test_a_peer_configured_by_address_never_waits_for_a_name() -> None:
+    def hung_dns(host: str) -> set[str]:
+        raise AssertionError(f"{host} looked up for a connection from a peer's address")
+
+    addresses = PeerAddresses(lookup=hung_dns)
+    peers = [Peer("PACS", "pacs.clinic.lan", 104, "PACS"), Peer("CT1", "127.0.0.1", 104, "CT")]
+    assert addresses.has(peers, "127.0.0.1")
+
+
+def test_peer_host_names_resolve_without_a_network() -> None:
+    assert "127.0.0.1" in PeerAddresses().of("localhost")  # /etc/hosts
+    assert PeerAddresses().of("no-such-host.invalid") == set()
