@@ -48,8 +48,9 @@ from appliance.audit.records import AuditEvent, Outcome
 from appliance.errors import ApplianceError, StorageError
 from appliance.fsutil import atomic_write, flocked
 from appliance.store.slots import ModelStore, SlotName, SlotWriter
-from appliance.updates.bundle import Writer
+from appliance.updates.errors import TransitionError
 from appliance.updates.manifest import BoxProfile, Manifest
+from appliance.updates.sink import SlotSink
 from appliance.updates.verify import (
     TrustedState,
     VerifiedBundle,
@@ -160,10 +161,6 @@ class AgentPaths:
         return self.updates / "pending"
 
 
-class TransitionError(ApplianceError):
-    """A bug guard: the agent tried a transition its table does not allow."""
-
-
 class UpdateAgent:
     """Runs bundles through the state machine; every collaborator is passed in."""
 
@@ -267,7 +264,7 @@ class UpdateAgent:
             bundle_sha256=None, model=None, version=None, bundle_version=None, slot=None,
             reason=None,
         )  # fmt: skip
-        sink = _SlotSink(state, self._start_slot)
+        sink = SlotSink(state, self._start_slot)
         with contextlib.closing(sink):
             try:
                 verified, digest = self._verify(bundle, sink)
@@ -293,7 +290,7 @@ class UpdateAgent:
         state = self._enter(state, Phase.COMMIT, reason=reason)
         return self._commit(state)
 
-    def _verify(self, bundle: Path, sink: _SlotSink) -> tuple[VerifiedBundle, str]:
+    def _verify(self, bundle: Path, sink: SlotSink) -> tuple[VerifiedBundle, str]:
         self._progress(Phase.VERIFY, 0, 1, f"verifying {bundle.name}")
         trusted = load_trusted_state(self.paths.trusted)
         verified = verify_bundle(
@@ -320,7 +317,7 @@ class UpdateAgent:
         state = self._record(state, model=name, version=version, slot=slot)
         return state, self.store.begin_install(name, slot, key=key, version=version)
 
-    def _install(self, state: AgentState, sink: _SlotSink, verified: VerifiedBundle) -> None:
+    def _install(self, state: AgentState, sink: SlotSink, verified: VerifiedBundle) -> None:
         """INSTALL: make the streamed slot durable and complete; stage the metadata for commit."""
         manifest = verified.manifest
         if sink.writer is None or (state.model, state.version) != (
@@ -461,42 +458,6 @@ class UpdateAgent:
             model=f"{model} {info.version}", detail={"action": "rollback", "slot": str(target)},
         )  # fmt: skip
         return target
-
-
-class _SlotSink:
-    """The agent's TargetSink: each target encrypted into the model's inactive slot as it is read.
-
-    The first target starts it: its signed path (``<name>/<version>/<file>``, one folder per
-    bundle) names the model, and ``start`` records model and slot and clears the slot. The bytes
-    are not verified yet; the slot stays unfinished until INSTALL completes it.
-    """
-
-    def __init__(
-        self,
-        state: AgentState,
-        start: Callable[[AgentState, str, str], tuple[AgentState, SlotWriter]],
-    ) -> None:
-        self.state = state
-        self.writer: SlotWriter | None = None
-        self._start = start
-
-    @property
-    def slot(self) -> SlotName:
-        if self.state.slot is None:
-            raise TransitionError("update agent: no slot was written.")
-        return self.state.slot
-
-    def open(self, path: str, length: int) -> Writer:
-        name, version, rel = path.split("/", 2)
-        if self.writer is None:
-            self.state, self.writer = self._start(self.state, name, version)
-        elif (name, version) != (self.writer.name, self.writer.version):  # verify's layout check
-            raise TransitionError(f"update agent: target {path} is outside the model folder.")
-        return self.writer.open(rel, length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def import_vendor_root(paths: AgentPaths, root: bytes) -> TrustedState:

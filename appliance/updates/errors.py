@@ -16,6 +16,10 @@ DO_NOT_INSTALL = (
 )
 
 
+class TransitionError(ApplianceError):
+    """A bug guard: the update agent tried a transition its table does not allow."""
+
+
 class UpdateError(ApplianceError):
     """Base of every refusal of the update channel."""
 
