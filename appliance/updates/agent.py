@@ -25,7 +25,8 @@ recorded slot cleared). That also means a bundle refused in VERIFY, or a stick p
 read, costs the inactive slot the previous version it held, as a failed validation always did.
 COMMIT's steps are idempotent (the slot switch is one atomic rename, the TPM counter only moves up
 to a target, the trusted metadata is rewritten), so an interrupted commit is finished. The box
-therefore always runs either the old or the new model.
+therefore always runs either the old or the new model. A TPM that stops answering before COMMIT
+ends the update in FAILURE ("not installed: ...", slot cleared, retry from the stick).
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ from typing import Protocol
 
 from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
-from appliance.errors import ApplianceError, StorageError
+from appliance.errors import ApplianceError, StorageError, TrustError
 from appliance.fsutil import atomic_write, flocked
 from appliance.store.slots import ModelStore, SlotName, SlotWriter
+from appliance.updates import reasons
 from appliance.updates.errors import TransitionError
 from appliance.updates.manifest import BoxProfile, Manifest
 from appliance.updates.sink import SlotSink
@@ -60,13 +62,6 @@ from appliance.updates.verify import (
 )
 
 log = logging.getLogger(__name__)
-
-
-_NOT_VALIDATED = (
-    "The model did not pass this box's validation gate and is not put in use; the version in "
-    "use, if any, stays live. Give the vendor this message and the health report (`appliance "
-    "health report`, or `h` on the console)."
-)
 
 
 class Phase(StrEnum):
@@ -250,9 +245,10 @@ class UpdateAgent:
         """Take ``bundle`` through the whole machine; returns the final state (DONE or FAILURE).
 
         Waits for an update another process runs. Refusals are not raised: they end in FAILURE
-        with the reason, audited; so does a disk that cannot take the slot (full or failing),
-        whose slot is cleared. Raises only for conditions that stop the agent itself (the TPM,
-        storage that cannot even record the failure) after VERIFY.
+        with the reason, audited; so does a disk that cannot take the slot (full or failing), or
+        a TPM that stops answering before COMMIT, whose slot is cleared. Raises
+        only for conditions that stop the agent itself (the TPM in COMMIT, storage that cannot
+        even record the failure).
         """
         with self._exclusive(wait=True):
             return self._install_bundle(bundle)
@@ -268,6 +264,9 @@ class UpdateAgent:
         with contextlib.closing(sink):
             try:
                 verified, digest = self._verify(bundle, sink)
+            except TrustError as exc:  # the floor or the model key, not the bundle
+                sink.close()
+                return self._refuse(sink.state, reasons.not_installed(exc))
             except ApplianceError as exc:
                 sink.close()
                 return self._refuse(sink.state, f"refused: {exc}")
@@ -282,11 +281,14 @@ class UpdateAgent:
                 # installed, and its slot goes, so that the box gets its space back.
                 sink.close()
                 failed = state if state.phase is Phase.INSTALL else sink.state
-                return self._rollback(failed, f"not installed: {exc}")
+                return self._rollback(failed, reasons.not_installed(exc))
         state = self._enter(state, Phase.VALIDATE)
-        ok, reason = self._validate(verified.manifest, sink.slot)
+        try:
+            ok, reason = self._validate(verified.manifest, sink.slot)
+        except TrustError as exc:  # the key to read the slot back, or the slot read back
+            return self._rollback(state, reasons.not_installed(exc))
         if not ok:
-            return self._rollback(state, f"{reason}. {_NOT_VALIDATED}")
+            return self._rollback(state, reasons.not_validated(reason))
         state = self._enter(state, Phase.COMMIT, reason=reason)
         return self._commit(state)
 
@@ -422,10 +424,7 @@ class UpdateAgent:
             return self._commit(state)
         if state.phase in UNDO_ON_RESUME:
             log.warning("update: undoing an update interrupted during %s", state.phase)
-            reason = (
-                f"interrupted during {state.phase} (power cut or crash); the box still runs the "
-                "previous model. Insert the stick again to retry."
-            )
+            reason = reasons.interrupted(state.phase)
             if state.phase is Phase.ROLLBACK and state.reason:
                 reason = state.reason
             return self._rollback(state, reason)
