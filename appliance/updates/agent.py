@@ -25,8 +25,9 @@ recorded slot cleared). That also means a bundle refused in VERIFY, or a stick p
 read, costs the inactive slot the previous version it held, as a failed validation always did.
 COMMIT's steps are idempotent (the slot switch is one atomic rename, the TPM counter only moves up
 to a target, the trusted metadata is rewritten), so an interrupted commit is finished. The box
-therefore always runs either the old or the new model. A TPM that stops answering before COMMIT
-ends the update in FAILURE ("not installed: ...", slot cleared, retry from the stick).
+therefore always runs either the old or the new model. A TPM that stops answering follows the
+same line: before COMMIT the update ends in FAILURE ("not installed: ...", slot cleared, retry
+from the stick); in COMMIT it stays pending (CommitPendingError) until the TPM answers again.
 """
 
 from __future__ import annotations
@@ -247,8 +248,9 @@ class UpdateAgent:
         Waits for an update another process runs. Refusals are not raised: they end in FAILURE
         with the reason, audited; so does a disk that cannot take the slot (full or failing), or
         a TPM that stops answering before COMMIT, whose slot is cleared. Raises
-        only for conditions that stop the agent itself (the TPM in COMMIT, storage that cannot
-        even record the failure).
+        CommitPendingError when a commit (this bundle's, or an interrupted one finished first)
+        cannot finish for want of the TPM, and StorageError when storage cannot even record the
+        failure.
         """
         with self._exclusive(wait=True):
             return self._install_bundle(bundle)
@@ -351,6 +353,19 @@ class UpdateAgent:
         )
 
     def _commit(self, state: AgentState) -> AgentState:
+        """Finish ``state``'s commit: a validated update is committed, never undone.
+
+        Raises CommitPendingError when the TPM does not answer; the state stays COMMIT.
+        """
+        try:
+            return self._commit_steps(state)
+        except TrustError as exc:
+            log.warning("update: the commit of %s %s waits for the TPM: %s",
+                        state.model, state.version, exc)  # fmt: skip
+            live = state.model is not None and self.store.state(state.model).active is state.slot
+            raise reasons.commit_pending(f"{state.model} {state.version}", live, exc) from exc
+
+    def _commit_steps(self, state: AgentState) -> AgentState:
         """Switch the slot, trust the new metadata, raise the floor, audit. Idempotent."""
         assert state.model and state.slot and state.bundle_version is not None  # noqa: S101
         before = self.store.state(state.model)

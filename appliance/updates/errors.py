@@ -68,5 +68,10 @@ class TrustedStateError(UpdateError):
     """The box's trusted metadata folder is missing or unreadable."""
 
 
+class CommitPendingError(UpdateError):
+    """A validated update's commit could not finish (the TPM did not answer); it is finished, not
+    undone, the next time the agent starts, and no other update installs before it is."""
+
+
 class VendorRepoError(UpdateError):
     """The vendor repository folder or a signing key cannot be used as asked (vendor side)."""

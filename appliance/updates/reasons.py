@@ -1,12 +1,13 @@
 """What the update agent tells the technician when a bundle does not go live, in one place.
 
-Each FAILURE reason (kept in ``agent.json``, audited, shown by the CLI and the console) says
-what happened, what the box runs now, and what to do.
+Each FAILURE reason (kept in ``agent.json``, audited, shown by the CLI and the console) and the
+error for a commit left pending says what happened, what the box runs now, and what to do.
 """
 
 from __future__ import annotations
 
 from appliance.errors import ApplianceError, ModelIntegrityError, TrustError
+from appliance.updates.errors import CommitPendingError
 
 NOT_VALIDATED = (
     "The model did not pass this box's validation gate and is not put in use; the version in "
@@ -36,4 +37,16 @@ def interrupted(phase: str) -> str:
     return (
         f"interrupted during {phase} (power cut or crash); the box still runs the previous "
         "model. Insert the stick again to retry."
+    )
+
+
+def commit_pending(update: str, live: bool, exc: TrustError) -> CommitPendingError:
+    """The error for the commit of ``update`` ("model version") that the TPM stopped; ``live``
+    says whether its slot switch was done. A validated update is finished, never undone."""
+    now = f"{update} is live" if live else "the box still runs what it ran before"
+    return CommitPendingError(
+        f"{update} passed validation but its commit did not finish: {exc.message}",
+        f"Nothing is lost: {now}. {exc.hint + ' ' if exc.hint else ''}Once the TPM answers, "
+        "`appliance update status` finishes the commit (so does the next install, before its "
+        "own bundle); no other update installs until then.",
     )

@@ -10,6 +10,7 @@ before COMMIT is retried from the stick, a commit is finished, never undone.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -17,7 +18,8 @@ from appliance.audit.records import AuditEvent
 from appliance.config import Config
 from appliance.store.slots import SlotName
 from appliance.trust.swtpm import Swtpm
-from appliance.updates.agent import Phase, ProgressEvent
+from appliance.updates.agent import Counter, Phase, ProgressEvent
+from appliance.updates.errors import CommitPendingError
 from appliance.updates.wiring import make_agent
 
 from .conftest import RepoSim, provisioned_box
@@ -39,6 +41,10 @@ def stop_at(swtpm: Swtpm, when: Callable[[ProgressEvent], bool]) -> Callable[[Pr
             swtpm.stop()
 
     return hook
+
+
+def installed(box: Box) -> list[str]:
+    return [str(r.model) for r in box.rt.audit.records() if r.event is AuditEvent.UPDATE_INSTALLED]
 
 
 @pytest.mark.parametrize(
@@ -71,3 +77,76 @@ def test_tpm_lost_during_install_ends_in_failure(box: Box, swtpm: Swtpm, at: Pha
     assert box.agent().resume() == state  # nothing to undo, no "power cut" made up
     assert box.agent().install(bundle).phase is Phase.DONE
     assert box.active_version() == "1.1.0"
+
+
+def test_tpm_lost_before_the_floor_moves_the_commit_is_finished_when_it_returns(
+    box: Box, swtpm: Swtpm
+) -> None:
+    old = box.bundle("1.0.0")
+    box.agent().install(old)
+    floor = box.floor()
+    validated = stop_at(swtpm, lambda e: e.phase is Phase.VALIDATE and e.done == e.total)
+    with pytest.raises(CommitPendingError) as raised:
+        make_agent(box.rt, "tech", validated).install(box.bundle("1.1.0"))
+    said = f"{raised.value.message} {raised.value.hint}"
+    assert "risk-demo 1.1.0 passed validation but its commit did not finish" in said
+    assert "cannot reach the TPM" in said
+    assert "the box still runs what it ran before" in said
+    assert "`appliance update status`" in said  # what to do once the TPM is back
+    agent = box.agent()
+    assert agent.state().phase is Phase.COMMIT
+    assert box.active_version() == "1.0.0"
+    # Nothing else gets in meanwhile, and it says why.
+    with pytest.raises(CommitPendingError, match="risk-demo 1.1.0 passed validation"):
+        agent.install(box.bundle("1.2.0"))
+    swtpm.start()
+    assert box.floor() == floor
+    state = box.agent().resume()
+    assert state.phase is Phase.DONE, state
+    assert box.active_version() == "1.1.0"
+    assert box.floor() == 1  # 1.0.0's bundle number: one step of headroom, as after any commit
+    assert installed(box) == ["risk-demo 1.0.0", "risk-demo 1.1.0"]
+    replayed = box.agent().install(old)  # the fault opened no way around the floor
+    assert replayed.phase is Phase.FAILURE, replayed
+    assert "not above the anti-rollback floor 1" in (replayed.reason or "")
+
+
+class StopsAfterAdvance:
+    """The box's real TPM counter; the TPM stops right after the floor was raised."""
+
+    def __init__(self, counter: Counter, swtpm: Swtpm) -> None:
+        self._counter = counter
+        self._swtpm = swtpm
+
+    def read(self) -> int:
+        return self._counter.read()
+
+    def advance_to(self, target: int) -> int:
+        value = self._counter.advance_to(target)
+        self._swtpm.stop()
+        return value
+
+
+def test_tpm_lost_after_the_floor_moved_the_commit_finishes_not_rolls_back(
+    config: Config, sim: RepoSim, swtpm: Swtpm
+) -> None:
+    """Every audit record anchors a checkpoint in the TPM here (as one in a hundred does on the
+    box), so the commit's own record needs it after the floor and the slot switch."""
+    with provisioned_box(replace(config, audit_checkpoint_every=1), sim.first_root()) as (rt, t):
+        box = Box(config, rt, sim, t)
+        box.agent().install(box.bundle("1.0.0"))
+        agent = box.agent()
+        agent._counter = StopsAfterAdvance(agent._counter, swtpm)
+        with pytest.raises(CommitPendingError) as raised:
+            agent.install(box.bundle("1.1.0"))
+        assert "risk-demo 1.1.0 is live" in str(raised.value)
+        assert box.active_version() == "1.1.0"
+        assert box.agent().state().phase is Phase.COMMIT
+        swtpm.start()
+        assert box.floor() == 1
+        state = box.agent().resume()
+        assert state.phase is Phase.DONE, state
+        assert box.active_version() == "1.1.0"
+        assert box.floor() == 1
+        assert installed(box) == ["risk-demo 1.0.0", "risk-demo 1.1.0"]
+        assert box.agent().rollback_model("risk-demo") is SlotName.A  # the floor permits it
