@@ -446,11 +446,17 @@ class UpdateAgent:
         return state
 
     def rollback_model(self, model: str) -> SlotName:
-        """Make the model's previous slot active again, if the anti-rollback floor permits."""
+        """Make the model's previous slot active again, if the anti-rollback floor permits.
+
+        An interrupted update is finished or undone first (CommitPendingError if it cannot be).
+        """
         with self._exclusive(wait=True):
             return self._rollback_model(model)
 
     def _rollback_model(self, model: str) -> SlotName:
+        # An interrupted update first: its slot is the inactive one, which this would activate
+        # (an unvalidated model, or a pending commit's instead of the version before it).
+        self._resume()
         current = self.store.state(model)
         target = current.inactive
         info = current.slots.get(target)

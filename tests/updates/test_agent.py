@@ -186,6 +186,20 @@ def test_power_cut_at_every_phase_leaves_a_consistent_box(
     assert again.phase is Phase.DONE, again.reason
 
 
+def test_rollback_after_a_power_cut_in_validation_does_not_make_the_unvalidated_model_live(
+    box: Box,
+) -> None:
+    """The cut leaves the new model whole in the inactive slot, never validated; a technician's
+    `update rollback` then must not activate it: the interrupted update is undone first."""
+    box.agent().install(box.bundle("1.0.0"))
+    proc = _cli_install(box, box.bundle("1.1.0"), crash_after=Phase.VALIDATE)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with pytest.raises(ApplianceError, match="no previous version to roll back to"):
+        box.agent().rollback_model("risk-demo")
+    assert box.active_version() == "1.0.0"
+    assert box.agent().state().phase is Phase.FAILURE
+
+
 def test_usb_scan_installs_signed_bundles_and_refuses_the_rest(
     box: Box, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

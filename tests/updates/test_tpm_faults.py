@@ -150,3 +150,19 @@ def test_tpm_lost_after_the_floor_moved_the_commit_finishes_not_rolls_back(
         assert box.floor() == 1
         assert installed(box) == ["risk-demo 1.0.0", "risk-demo 1.1.0"]
         assert box.agent().rollback_model("risk-demo") is SlotName.A  # the floor permits it
+
+
+def test_rollback_asked_while_a_commit_is_pending_goes_back_not_forward(
+    box: Box, swtpm: Swtpm
+) -> None:
+    """A technician who meets a pending commit and asks to roll back gets the version before:
+    the commit is finished first, then undone by the rollback, both audited."""
+    box.agent().install(box.bundle("1.0.0"))
+    validated = stop_at(swtpm, lambda e: e.phase is Phase.VALIDATE and e.done == e.total)
+    with pytest.raises(CommitPendingError):
+        make_agent(box.rt, "tech", validated).install(box.bundle("1.1.0"))
+    swtpm.start()
+    assert box.agent().rollback_model("risk-demo") is SlotName.A
+    assert box.active_version() == "1.0.0"
+    assert box.agent().state().phase is Phase.DONE
+    assert installed(box) == ["risk-demo 1.0.0", "risk-demo 1.1.0", "risk-demo 1.0.0"]
