@@ -1,10 +1,11 @@
 """A TPM that stops answering in the middle of an update: a real swtpm, really stopped.
 
 The agent needs the TPM for the floor (VERIFY, COMMIT), the model-store key (VERIFY, VALIDATE)
-and the audit checkpoints. Whenever it goes away the box keeps serving the model it served, a
-half-installed slot goes, the technician is told what happened and what to do, and once the same
-TPM (a swtpm restarted on its state) answers again the update ends as it should: an install
-before COMMIT is retried from the stick, a commit is finished, never undone.
+and the audit checkpoints. Whenever it goes away the box serves one whole model (the one it
+served, or the new one once COMMIT switched the slot), a half-installed slot goes, the technician
+is told what happened and what to do, and once the same TPM (a swtpm restarted on its state)
+answers again the update ends as it should: an install before COMMIT is retried from the stick,
+a commit is finished, never undone, and the floor is where it belongs.
 """
 
 from __future__ import annotations
