@@ -99,6 +99,7 @@ def _run(config: Config, out: TextIO, stop: threading.Event | None) -> int:
         try:
             _report_break_glass(runtime, say)
             say(f"audit trail    {config.audit_dir}")
+            _finish_interrupted_update(runtime, say)
             api = _start_api(runtime, say)
             dicom = _start_dicom(runtime, api, say)
             housekeeper = _start_housekeeping(runtime, api, dicom, say)
@@ -139,6 +140,32 @@ def _hand_over_recovery_code(code: str, out: TextIO, say: Callable[[str], None])
 
 def _under_systemd() -> bool:
     return "INVOCATION_ID" in os.environ
+
+
+def _finish_interrupted_update(runtime: Runtime, say: Callable[[str], None]) -> None:
+    """Finish a commit a power cut or crash interrupted, or undo an install it interrupted,
+    before the models load: the box then serves what the update ended with (ADR 0004). A
+    commit the TPM cannot finish yet is reported and left pending; the box serves on."""
+    from appliance.updates.agent import UNDO_ON_RESUME, AgentPaths, Phase, read_state
+    from appliance.updates.wiring import make_agent
+
+    config = runtime.config
+    before = read_state(AgentPaths(config.updates_dir, config.models_dir))
+    if before.phase is not Phase.COMMIT and before.phase not in UNDO_ON_RESUME:
+        return
+    what = f"{before.model or 'a bundle'} {before.version or ''}".strip()
+    try:
+        after = make_agent(runtime, "update-agent@start").resume()
+    except ApplianceError as exc:
+        log.warning("update interrupted in %s not finished at start: %s", before.phase, exc)
+        say(f"update         {what}, interrupted in {before.phase}: {exc}")
+        return
+    if after.phase is Phase.DONE:
+        say(f"update         {what}: its interrupted commit finished; it is live")
+    elif after.phase is Phase.FAILURE:
+        say(f"update         {what}: interrupted in {before.phase}, undone: {after.reason}")
+    else:  # another process runs it: in progress, not interrupted
+        say(f"update         {what}: in progress ({after.phase})")
 
 
 def _start_api(runtime: Runtime, say: Callable[[str], None]) -> ApiServer:

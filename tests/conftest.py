@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -165,3 +166,27 @@ def small_disk(path: Path, size_mb: int = 64) -> Iterator[SmallDisk]:
     finally:
         # Lazily: a thread of the test may still hold a file open there.
         subprocess.run(["umount", "-l", os.fspath(path)], check=False)
+
+
+def run_until_ready(state: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start ``appliance run`` on ``state`` (``args`` before the command: ``--tcti``), read its
+    report up to the ready line; return the process and the lines read."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_CONFIG"] = "/nonexistent"
+    env["APPLIANCE_DICOM_PORT"] = "0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "--state-dir", str(state), *args, "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "ready; press Ctrl-C" in line:
+            return proc, lines
+    proc.kill()
+    pytest.fail("appliance run did not become ready:\n" + "".join(lines))

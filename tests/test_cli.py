@@ -22,7 +22,7 @@ from appliance.config import Config
 from appliance.setup.site import SiteIdentity, save_site
 from appliance.trust.swtpm import Swtpm
 from provisioning.__main__ import build_parser as build_vendor_parser
-from tests.conftest import CTRL_C_REACHES, wait_for_reader
+from tests.conftest import CTRL_C_REACHES, run_until_ready, wait_for_reader
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 REPO = Path(__file__).resolve().parents[1]
@@ -176,30 +176,8 @@ def test_model_encrypt_and_verify_through_the_cli(state: Path) -> None:
     assert bad.returncode == 1 and "Reinstall" in bad.stderr
 
 
-def _run_until_ready(state: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env["APPLIANCE_CONFIG"] = "/nonexistent"
-    env["APPLIANCE_DICOM_PORT"] = "0"
-    proc = subprocess.Popen(
-        [*APPLIANCE, "--state-dir", str(state), *args, "run"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "ready; press Ctrl-C" in line:
-            return proc, lines
-    proc.kill()
-    pytest.fail("appliance run did not become ready:\n" + "".join(lines))
-
-
 def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
-    proc, lines = _run_until_ready(state)
+    proc, lines = run_until_ready(state)
     text = "".join(lines)
     assert "embedded swtpm (pid" in text
     assert "trust core     ready" in text
@@ -213,7 +191,7 @@ def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
     rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "stopped" in rest
     assert not Swtpm(state / "swtpm").accepts()
-    proc, lines = _run_until_ready(state)  # second start: same keys, no new recovery code
+    proc, lines = run_until_ready(state)  # second start: same keys, no new recovery code
     assert "Recovery code" not in "".join(lines)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
@@ -221,7 +199,7 @@ def test_run_starts_swtpm_reports_ready_and_stops_orderly(state: Path) -> None:
 
 
 def test_run_checks_the_hardware_against_the_tpm_named_with_tcti(state: Path, swtpm: Swtpm) -> None:
-    proc, lines = _run_until_ready(state, "--tcti", swtpm.tcti)
+    proc, lines = run_until_ready(state, "--tcti", swtpm.tcti)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 0
@@ -406,7 +384,7 @@ def test_the_console_without_a_terminal_is_refused_not_drawn_into_a_pipe(state: 
 
 
 def test_a_second_run_on_the_same_state_is_refused(state: Path) -> None:
-    proc, _ = _run_until_ready(state)
+    proc, _ = run_until_ready(state)
     try:
         second = appliance(state, "run", check=False)
         assert second.returncode == 1 and "Traceback" not in second.stderr

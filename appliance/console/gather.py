@@ -25,12 +25,12 @@ from appliance.console.health import (
     TrustSummary,
 )
 from appliance.console.system import SystemMonitor
-from appliance.errors import ApplianceError, StorageError
+from appliance.errors import ApplianceError
 from appliance.identity.store import BreakGlassUse
 from appliance.store.slots import ModelStore
 from appliance.trust import core
 from appliance.trust.tpm import open_tpm
-from appliance.updates.agent import AgentState
+from appliance.updates.agent import AgentPaths, AgentState, read_state
 
 AUDIT_LINES = 8
 AUDIT_WINDOW = timedelta(days=1)
@@ -158,15 +158,7 @@ class HealthSource:
         return tuple(out)
 
     def _update(self) -> AgentState:
-        path = self.config.updates_dir / "agent.json"
-        try:
-            return AgentState.from_json(path.read_bytes())
-        except FileNotFoundError:
-            return AgentState()
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(
-                f"the update agent's state {path} is damaged.", "Run `appliance update status`."
-            ) from exc
+        return read_state(AgentPaths(self.config.updates_dir, self.config.models_dir))
 
     def _audit(self) -> tuple[AuditLine, ...]:
         since = datetime.fromtimestamp(self.clock(), UTC) - AUDIT_WINDOW

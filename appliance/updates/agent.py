@@ -156,6 +156,10 @@ class AgentPaths:
     def pending(self) -> Path:
         return self.updates / "pending"
 
+    @property
+    def state(self) -> Path:
+        return self.updates / "agent.json"
+
 
 class UpdateAgent:
     """Runs bundles through the state machine; every collaborator is passed in."""
@@ -189,19 +193,10 @@ class UpdateAgent:
 
     @property
     def state_file(self) -> Path:
-        return self.paths.updates / "agent.json"
+        return self.paths.state
 
     def state(self) -> AgentState:
-        try:
-            return AgentState.from_json(self.state_file.read_bytes())
-        except FileNotFoundError:
-            return AgentState()
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(
-                f"the update agent's state {self.state_file} is damaged.",
-                "Run `appliance update status`; if it persists, remove the file: the model "
-                "slots themselves are consistent.",
-            ) from exc
+        return read_state(self.paths)
 
     def _enter(self, state: AgentState, phase: Phase, **changes: object) -> AgentState:
         if phase not in TRANSITIONS[state.phase]:
@@ -478,6 +473,21 @@ class UpdateAgent:
             model=f"{model} {info.version}", detail={"action": "rollback", "slot": str(target)},
         )  # fmt: skip
         return target
+
+
+def read_state(paths: AgentPaths) -> AgentState:
+    """The agent's persisted state (IDLE when there is none); raises StorageError if damaged."""
+    path = paths.state
+    try:
+        return AgentState.from_json(path.read_bytes())
+    except FileNotFoundError:
+        return AgentState()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(
+            f"the update agent's state {path} is damaged.",
+            "Run `appliance update status`; if it persists, remove the file: the model "
+            "slots themselves are consistent.",
+        ) from exc
 
 
 def import_vendor_root(paths: AgentPaths, root: bytes) -> TrustedState:

@@ -28,6 +28,7 @@ from appliance.updates.agent import Phase, ProgressEvent, UpdateAgent
 from appliance.updates.wiring import make_agent
 from provisioning.testmodel import build_model_dir
 from provisioning.vendor import build_bundle
+from tests.conftest import run_until_ready
 
 from .conftest import NOT_BEFORE, RepoSim, provisioned_box
 
@@ -266,6 +267,35 @@ def test_status_and_rollback_through_the_cli(
 
 class _PowerCut(BaseException):
     """Stands in for the power going off: nothing after it runs, no handler catches it."""
+
+
+@pytest.mark.parametrize(
+    ("phase", "end", "live", "said"),
+    [
+        (Phase.COMMIT, Phase.DONE, "1.1.0", "risk-demo 1.1.0: its interrupted commit finished"),
+        (
+            Phase.VALIDATE,
+            Phase.FAILURE,
+            "1.0.0",
+            "risk-demo 1.1.0: interrupted in validate, undone",
+        ),
+    ],
+)
+def test_appliance_run_finishes_an_update_a_power_cut_interrupted_before_it_serves(
+    box: Box, phase: Phase, end: Phase, live: str, said: str
+) -> None:
+    """ADR 0004: an interrupted commit is finished at start, not at the next stick or status
+    (till then the floor lagged the model in use); an interrupted install is undone."""
+    box.agent().install(box.bundle("1.0.0"))
+    proc = _cli_install(box, box.bundle("1.1.0"), crash_after=phase)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run, lines = run_until_ready(box.config.state_dir, "--tcti", box.config.device_tcti())
+    run.send_signal(signal.SIGTERM)
+    run.communicate(timeout=60)
+    assert run.returncode == 0
+    assert any(said in line for line in lines), "".join(lines)
+    assert box.agent().state().phase is end
+    assert box.active_version() == live
 
 
 def test_power_cut_while_streaming_into_the_slot_is_undone(box: Box) -> None:
