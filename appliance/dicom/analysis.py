@@ -2,8 +2,9 @@
 
 The imaging model (preprocessing, summary of its outputs) is written separately; the study path
 depends only on :class:`Analyser`: ``analyse(datasets) -> Findings``. :class:`ModelAnalyser` runs
-a model served by the inference registry slice by slice. How a slice becomes the model's input
-and how the outputs become a :class:`SliceFinding` are functions passed in; the defaults here
+a model served by the inference registry slice by slice, taking each image as it comes (the study
+worker reads them from the spool one at a time). How a slice becomes the model's input and how
+the outputs become a :class:`SliceFinding` are functions passed in; the defaults here
 (:func:`slice_to_input`, :func:`summarise`) are simple and model-agnostic, and the imaging
 package's ``appliance.imaging.preprocess`` functions of the same shape replace them when they land.
 
@@ -14,7 +15,7 @@ body part) matches the study names the model. A study no rule matches is not ana
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,8 +59,9 @@ class SliceResult(Protocol):
 class Findings:
     """The result of one study: per-image findings, the study score, and where it came from.
 
-    ``slices`` pairs each source SOP Instance UID with its finding; ``provenance`` holds the
-    model name, version, bundle digest, device and OpenVINO version.
+    ``slices`` pairs each source SOP Instance UID with its finding (its score alone, but for the
+    worst, when analysed with ``keep_heatmaps`` false); ``provenance`` holds the model name,
+    version, bundle digest, device and OpenVINO version.
     """
 
     score: float
@@ -73,9 +75,15 @@ class Findings:
 
 
 class Analyser(Protocol):
-    """Turns the images of one study into findings; raises AnalysisError."""
+    """Turns the images of one study into findings; raises AnalysisError.
 
-    def analyse(self, datasets: Sequence[Dataset]) -> Findings: ...
+    ``datasets`` is iterated once, in order, and no image is kept once analysed, so a lazy
+    iterable (the spool read image by image) costs the memory of one image. With
+    ``keep_heatmaps`` false only the highest-scoring image's heat map is kept (what the
+    Secondary Capture shows); every image keeps its score.
+    """
+
+    def analyse(self, datasets: Iterable[Dataset], *, keep_heatmaps: bool = True) -> Findings: ...
 
 
 class ServedModelLike(Protocol):
@@ -156,18 +164,36 @@ class ModelAnalyser:
                     self.summary or postprocess.summarise)  # fmt: skip
         return self.to_input or slice_to_input, self.summary or summarise
 
-    def analyse(self, datasets: Sequence[Dataset]) -> Findings:
-        if not datasets:
-            raise AnalysisError("the study has no images.", "Ask the sender to resend the study.")
+    def analyse(self, datasets: Iterable[Dataset], *, keep_heatmaps: bool = True) -> Findings:
+        """The findings of every image (see :class:`Analyser`); raises AnalysisError."""
         served = self.models.get(self.model)  # held to the end: a hot swap does not split a study
         name = served.compiled.inputs[0].get_any_name()
         to_input, summary = self._functions(served)
         slices: list[tuple[str, SliceResult]] = []
+        worst = -1  # the index of the highest score so far, the first of equals as Findings.worst
         for ds in datasets:
-            outputs = served.infer({name: to_input(ds)})
-            slices.append((str(ds.SOPInstanceUID), summary(outputs)))
+            finding = summary(served.infer({name: to_input(ds)}))
+            if not keep_heatmaps:
+                if worst < 0 or float(finding.score) > float(slices[worst][1].score):
+                    if worst >= 0:
+                        slices[worst] = (slices[worst][0], _score_only(slices[worst][1]))
+                    worst = len(slices)
+                else:
+                    finding = _score_only(finding)
+            slices.append((str(ds.SOPInstanceUID), finding))
+        if not slices:
+            raise AnalysisError("the study has no images.", "Ask the sender to resend the study.")
         score = max(float(f.score) for _, f in slices)
         return Findings(score, slices, served.provenance.as_dict())
+
+
+_NO_HEATMAP: FloatArray = np.zeros((0, 0), np.float32)
+_NO_HEATMAP.flags.writeable = False  # one array shared by every score-only finding
+
+
+def _score_only(finding: SliceResult) -> SliceFinding:
+    """``finding`` without its heat map: thousands of them would cost as much as the images."""
+    return SliceFinding(float(finding.score), _NO_HEATMAP)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,12 @@
 * a **Secondary Capture** of the heat map of the highest-scoring image, in the same study, its
   Source Image Sequence pointing at that image.
 
-Both are new series of the source study (Patient and Study modules copied from the source
-images by highdicom), so the PACS files them with the study they describe. Codes the standard has
-(DCM 111001 Algorithm Name, 111003 Algorithm Version) are used; the rest carry a private coding
-scheme, ``99APPLIANCE``.
+Both are new series of the source study (Patient and Study modules copied by highdicom from an
+image's header), so the PACS files them with the study they describe. They need no pixel data
+besides the heat map and two headers at most (any image's for the SR, the highest-scoring one's
+for the SC); the other images are known by their UIDs alone, so a study of thousands of images is
+never read whole. Codes the standard has (DCM 111001 Algorithm Name, 111003 Algorithm Version)
+are used; the rest carry a private coding scheme, ``99APPLIANCE``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import highdicom as hd
 import numpy as np
@@ -52,6 +55,33 @@ class ResultObject:
     dataset: Dataset
 
 
+class SourceImage(Protocol):
+    """What a result needs of each image it describes (store.Instance has it)."""
+
+    @property
+    def sop_uid(self) -> str: ...
+
+    @property
+    def series_uid(self) -> str: ...
+
+    @property
+    def sop_class(self) -> str: ...
+
+
+def _evidence(study: Dataset, images: Sequence[SourceImage]) -> list[Dataset]:
+    """``study`` first (highdicom copies its Patient and Study modules), then every image by its
+    UIDs: the SR's evidence (highdicom skips ``study``'s own image the second time)."""
+    evidence = [study]
+    for image in images:
+        ref = Dataset()
+        ref.StudyInstanceUID = study.StudyInstanceUID
+        ref.SeriesInstanceUID = image.series_uid
+        ref.SOPClassUID = image.sop_class
+        ref.SOPInstanceUID = image.sop_uid
+        evidence.append(ref)
+    return evidence
+
+
 def _text(code: Code, value: str) -> hd.sr.TextContentItem:
     return hd.sr.TextContentItem(
         name=code,
@@ -60,9 +90,10 @@ def _text(code: Code, value: str) -> hd.sr.TextContentItem:
     )
 
 
-def structured_report(sources: Sequence[Dataset], findings: Findings) -> Dataset:
-    """The Comprehensive SR of ``findings`` about the study of ``sources``."""
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+def structured_report(study: Dataset, images: Sequence[SourceImage], findings: Findings) -> Dataset:
+    """The Comprehensive SR of ``findings`` about ``images``; ``study`` is one of them (a header
+    is enough: no pixel data is used)."""
+    by_uid = {image.sop_uid: image for image in images}
     prov: Mapping[str, str] = findings.provenance
     root = hd.sr.ContainerContentItem(name=_REPORT, template_id=None)
     items: list[hd.sr.ContentItem] = [
@@ -81,7 +112,7 @@ def structured_report(sources: Sequence[Dataset], findings: Findings) -> Dataset
         )  # fmt: skip
         image = hd.sr.ImageContentItem(
             name=_SOURCE,
-            referenced_sop_class_uid=by_uid[sop_uid].SOPClassUID,
+            referenced_sop_class_uid=by_uid[sop_uid].sop_class,
             referenced_sop_instance_uid=sop_uid,
             relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
         )
@@ -89,7 +120,7 @@ def structured_report(sources: Sequence[Dataset], findings: Findings) -> Dataset
         items.append(num)
     root.ContentSequence = hd.sr.ContentSequence(items)
     return hd.sr.ComprehensiveSR(
-        evidence=list(sources),
+        evidence=_evidence(study, images),
         content=root,
         series_instance_uid=generate_uid(),
         series_number=SR_SERIES_NUMBER,
@@ -103,10 +134,12 @@ def structured_report(sources: Sequence[Dataset], findings: Findings) -> Dataset
     )
 
 
-def heatmap_capture(sources: Sequence[Dataset], findings: Findings) -> Dataset:
-    """A Secondary Capture of the heat map of the highest-scoring image."""
+def heatmap_capture(source: Dataset, findings: Findings) -> Dataset:
+    """A Secondary Capture of the heat map of the highest-scoring image, whose header (no pixel
+    data needed) is ``source``; raises ValueError when ``source`` is another image."""
     sop_uid, finding = findings.worst
-    source = next(ds for ds in sources if str(ds.SOPInstanceUID) == sop_uid)
+    if str(source.SOPInstanceUID) != sop_uid:
+        raise ValueError("the heat map's source is not the highest-scoring image")
     heat = np.clip(np.asarray(finding.heatmap, dtype=np.float32), 0.0, 1.0)
     pixels = np.ascontiguousarray((heat * 255.0).round().astype(np.uint8))
     sc = hd.sc.SCImage.from_ref_dataset(
@@ -132,12 +165,16 @@ def heatmap_capture(sources: Sequence[Dataset], findings: Findings) -> Dataset:
     return sc
 
 
-def result_objects(sources: Sequence[Dataset], findings: Findings) -> list[ResultObject]:
-    """Everything the box sends back for one analysed study."""
+def result_objects(
+    study: Dataset, worst: Dataset, images: Sequence[SourceImage], findings: Findings
+) -> list[ResultObject]:
+    """Everything the box sends back for one analysed study: ``images`` are its images, ``study``
+    the header of any one of them and ``worst`` that of the highest-scoring one (headers: read
+    without pixel data)."""
     # highdicom logs the UIDs of the data sets it copies from (INFO, DEBUG): identifiers of the
     # patient's study, which no log line may carry.
     logging.getLogger("highdicom").setLevel(logging.WARNING)
     return [
-        ResultObject("sr", structured_report(sources, findings)),
-        ResultObject("sc", heatmap_capture(sources, findings)),
+        ResultObject("sr", structured_report(study, images, findings)),
+        ResultObject("sc", heatmap_capture(worst, findings)),
     ]

@@ -28,7 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -115,6 +115,16 @@ class Study:
     calling_ae: str
     last_at: float
     model: str | None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One spooled instance as the index knows it: enough to reference it, not its contents."""
+
+    sop_uid: str
+    series_uid: str
+    sop_class: str
+    path: Path
 
 
 def dicom_dir(config: Config) -> Path:
@@ -337,11 +347,16 @@ class StudyStore:
         return [s for s in (self.study(r[0]) for r in rows) if s is not None]
 
     def instance_files(self, study_uid: str) -> list[Path]:
+        return [instance.path for instance in self.instances(study_uid)]
+
+    def instances(self, study_uid: str) -> list[Instance]:
+        """The study's instances, by series then SOP Instance UID (the order they are read)."""
         rows = self.execute(
-            "SELECT file FROM instances WHERE study_uid = ? ORDER BY series_uid, sop_uid",
+            "SELECT sop_uid, series_uid, sop_class, file FROM instances WHERE study_uid = ? "
+            "ORDER BY series_uid, sop_uid",
             (study_uid,),
         )
-        return [self.root / r[0] for r in rows]
+        return [Instance(r[0], r[1], r[2], self.root / r[3]) for r in rows]
 
     # -- retention -----------------------------------------------------------------------------
 
@@ -403,6 +418,35 @@ class StudyStore:
     def instance_uids(self) -> set[str]:
         return {r[0] for r in self.execute("SELECT sop_uid FROM instances")}
 
-    def load_study(self, study_uid: str) -> list[Dataset]:
-        """Every instance of the study, read from the spool."""
-        return [dcmread(path) for path in self.instance_files(study_uid)]
+
+# -- reading a study back: a thin-slice CT has thousands of images, never all in memory at once --
+
+
+def read_header(instance: Instance) -> Dataset:
+    """``instance``'s data set up to its pixel data (what routing and results need); raises
+    StorageError."""
+    return _read(instance, pixels=False)
+
+
+def read_images(instances: Iterable[Instance]) -> Iterator[Dataset]:
+    """Each instance whole, pixel data included, read only when the caller asks for the next:
+    one image in memory at a time, unless the caller keeps them. Raises StorageError."""
+    for instance in instances:
+        yield _read(instance, pixels=True)  # not held here while the caller has it
+
+
+def _read(instance: Instance, *, pixels: bool) -> Dataset:
+    try:
+        return dcmread(instance.path, stop_before_pixels=not pixels)
+    except OSError as exc:
+        raise _unreadable(instance, exc.strerror or type(exc).__name__) from exc
+    except (InvalidDicomError, ValueError, EOFError) as exc:  # the type: a message may quote values
+        raise _unreadable(instance, type(exc).__name__) from exc
+
+
+def _unreadable(instance: Instance, reason: str) -> StorageError:
+    return StorageError(
+        f"the spooled instance {instance.path.name} cannot be read ({reason}).",
+        "Ask the sender to send the study again; if it happens again, check the state "
+        "partition's disk.",
+    )

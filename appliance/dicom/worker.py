@@ -1,8 +1,11 @@
 """The study worker: closes quiet studies, routes each to a model, analyses it, queues results.
 
 One :meth:`StudyWorker.step` closes every study quiet for ``quiet_seconds``, then takes closed
-studies one at a time: read from the spool → routing rule → analyser → SR + SC (results.py) →
-files into the outbox and, in one transaction, the outbox rows and the study's DONE state. The
+studies one at a time: the first image's header → routing rule → analyser, fed the images from
+the spool one at a time → SR + SC (results.py) → files into the outbox and, in one transaction,
+the outbox rows and the study's DONE state. Memory does not grow with the study: an image's pixel
+data is read when it is analysed and dropped after, and only the highest-scoring image's heat map
+is kept; what stays for every image is its index row, its score and its item in the SR. The
 analysis is audited (INFERENCE, subject the study UID, stored hashed; the model name and
 version). A study no rule matches ends UNROUTED; one whose analysis fails ends FAILED with the
 reason (a new instance reopens it). A crash mid-analysis leaves it ANALYSING, which
@@ -16,10 +19,18 @@ from collections.abc import Callable
 
 from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
-from appliance.dicom.analysis import Analyser, load_rules, route
+from appliance.dicom.analysis import Analyser, AnalysisError, Findings, load_rules, route
 from appliance.dicom.outbox import Outbox, destinations
-from appliance.dicom.results import result_objects
-from appliance.dicom.store import Study, StudyState, StudyStore
+from appliance.dicom.peers import Peer
+from appliance.dicom.results import ResultObject, result_objects
+from appliance.dicom.store import (
+    Instance,
+    Study,
+    StudyState,
+    StudyStore,
+    read_header,
+    read_images,
+)
 from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
@@ -56,18 +67,21 @@ class StudyWorker:
     def process(self, study: Study) -> StudyState:
         """Analyse one study the worker has taken (state ANALYSING); return its end state."""
         try:
-            datasets = self.store.load_study(study.study_uid)
-            model = route(load_rules(self.store.root), datasets)
+            images = self.store.instances(study.study_uid)
+            # One header routes the study and heads its SR; a study without images is unrouted.
+            first = [read_header(images[0])] if images else []
+            model = route(load_rules(self.store.root), first)
         except (ApplianceError, OSError, ValueError) as exc:
             return self._fail(study, None, f"study unreadable: {exc}")
         if model is None:
             log.info("dicom: study %s (%d images): no routing rule matches, not analysed",
-                     study.key, len(datasets))  # fmt: skip
+                     study.key, len(images))  # fmt: skip
             self.store.finish(study.study_uid, StudyState.UNROUTED)
             return StudyState.UNROUTED
         try:
-            findings = self.analyser_for(model).analyse(datasets)
-            objects = result_objects(datasets, findings)
+            findings = self.analyser_for(model).analyse(read_images(images), keep_heatmaps=False)
+            worst = read_header(_instance(images, findings.worst[0]))
+            objects = result_objects(first[0], worst, images, findings)
             written = self.outbox.write_objects(objects)
             peers = destinations(self.outbox.config)
         except ApplianceError as exc:
@@ -76,13 +90,21 @@ class StudyWorker:
             # The type only: a message about a data set may quote its values (patient data).
             log.warning("dicom: study %s: unexpected %s in analysis", study.key, type(exc).__name__)
             return self._fail(study, model, f"unexpected {type(exc).__name__}")
+        self._done(study, model, findings, len(images), written, peers)
+        return StudyState.DONE
+
+    def _done(
+        self, study: Study, model: str, findings: Findings, images: int,
+        written: list[tuple[ResultObject, str]], peers: list[Peer],
+    ) -> None:  # fmt: skip
+        """Audit the analysis, then queue its results and end the study DONE in one commit."""
         label = f"{findings.provenance.get('model_name', model)} " + findings.provenance.get(
             "model_version", ""
         )
         self.auditor().append(
             AuditEvent.INFERENCE, actor=ACTOR, role="service", outcome=Outcome.SUCCESS,
             subject=study.study_uid, model=label.strip(),
-            detail={"channel": "dicom", "images": len(datasets), "results": len(objects),
+            detail={"channel": "dicom", "images": images, "results": len(written),
                     "destinations": len(peers)},
         )  # fmt: skip
         with self.store.transaction():
@@ -92,8 +114,7 @@ class StudyWorker:
             log.warning("dicom: study %s analysed but no peer receives results (mark the "
                         "PACS as results destination in the peer list)", study.key)  # fmt: skip
         log.info("dicom: study %s analysed by %s: score %.3f, %d result(s) queued for %d peer(s)",
-                 study.key, label.strip(), findings.score, len(objects), len(peers))  # fmt: skip
-        return StudyState.DONE
+                 study.key, label.strip(), findings.score, len(written), len(peers))  # fmt: skip
 
     def _fail(self, study: Study, model: str | None, why: str) -> StudyState:
         log.warning("dicom: study %s not analysed: %s", study.key, why)
@@ -106,3 +127,14 @@ class StudyWorker:
         finally:
             self.store.finish(study.study_uid, StudyState.FAILED, model, why)
         return StudyState.FAILED
+
+
+def _instance(images: list[Instance], sop_uid: str) -> Instance:
+    """The image the analyser named; raises AnalysisError when it named one not in the study."""
+    for image in images:
+        if image.sop_uid == sop_uid:
+            return image
+    raise AnalysisError(
+        "the analyser's highest-scoring image is not one of the study's.",
+        "Report this to the model's vendor: its analyser must name the images it was given.",
+    )

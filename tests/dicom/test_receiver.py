@@ -25,7 +25,7 @@ from pynetdicom import AE
 
 from appliance.dicom.peers import Peer
 from appliance.dicom.receiver import PeerAddresses, Receiver
-from appliance.dicom.store import StudyState, StudyStore
+from appliance.dicom.store import StudyState, StudyStore, read_images
 
 from .conftest import MODALITY_CLASS, as_file, make_image, send
 
@@ -201,8 +201,9 @@ def test_same_study_collects_instances(receiver: Receiver, store: StudyStore) ->
     study, series = generate_uid(), generate_uid()
     images = [make_image(study=study, series=series, seed=i) for i in range(3)]
     assert [s.Status for s in send(receiver.port, *images)] == [0, 0, 0]
-    assert len(store.load_study(study)) == 3
-    assert np.array_equal(store.load_study(study)[0].pixel_array.shape, (16, 16))
+    spooled = store.instances(study)
+    assert len(spooled) == 3
+    assert np.array_equal(next(read_images(spooled)).pixel_array.shape, (16, 16))
 
 
 def test_association_for_another_called_ae_is_rejected(receiver: Receiver) -> None:

@@ -11,12 +11,9 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import openvino as ov
-import openvino.opset13 as ops
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless, generate_uid
@@ -36,35 +33,9 @@ from appliance.trust.keys import KeyName
 from appliance.trust.tpm import open_tpm
 
 from .conftest import PATIENT_ID, PATIENT_NAME, SCU_AE, make_image, send
+from .served import MODEL, conv_model_files
 
-MODEL = "heat-demo"
 SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7"
-
-
-def conv_model_files() -> dict[str, bytes]:
-    """A 3x3 averaging convolution and a sigmoid: image [1,1,H,W] -> heatmap [1,1,H,W]."""
-    image = ops.parameter([1, 1, -1, -1], np.float32, name="image")
-    kernel = ops.constant(np.full((1, 1, 3, 3), 1 / 9, np.float32))
-    conv = ops.convolution(image, kernel, [1, 1], [1, 1], [1, 1], [1, 1])
-    heat = ops.sigmoid(conv)
-    heat.output(0).get_tensor().set_names({"heatmap"})
-    model = ov.Model([heat], [image], MODEL)
-    folder = Path(__import__("tempfile").mkdtemp())
-    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
-    manifest = {
-        "manifest_version": 1, "name": MODEL, "version": "0.1.0", "task": "imaging-anomaly",
-        "inputs": [{"name": "image", "shape": [1, 1, -1, -1], "dtype": "f32"}],
-        "outputs": [{"name": "heatmap", "shape": [1, 1, -1, -1], "dtype": "f32"}],
-        "compatibility": {"min_openvino": "2024.0", "devices": ["CPU"]},
-        "reference": {"files": ["reference/cases.npz"], "metric": "auc", "expected": 0.5,
-                      "tolerance": 0.1},
-    }  # fmt: skip
-    return {
-        "model.xml": (folder / "model.xml").read_bytes(),
-        "model.bin": (folder / "model.bin").read_bytes(),
-        "manifest.json": json.dumps(manifest).encode(),
-        "reference/cases.npz": b"not used here",
-    }
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""The study worker on studies that would sink it: one too big to hold in memory at once. Real
+store, spool files, audit log and OpenVINO."""
+
+from __future__ import annotations
+
+import gc
+import json
+import tracemalloc
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from appliance.audit.log import AuditLog
+from appliance.config import Config
+from appliance.dicom.analysis import Findings, ModelAnalyser
+from appliance.dicom.outbox import Outbox
+from appliance.dicom.store import StudyState, StudyStore, key_of
+from appliance.dicom.worker import StudyWorker
+
+from .conftest import make_image
+from .served import MODEL, Source, serve_conv_model
+
+ROOT = Path(__file__).resolve().parents[2]
+SIDE = 512  # pixels a side, as a CT slice: 512 KiB stored, 1 MiB once the model has it as float32
+FEW, MANY = 20, 200
+AUDIT_KEY = bytes(range(32))
+
+
+def spool(store: StudyStore, images: Iterable[Dataset]) -> None:
+    """Leave ``images`` in the spool as the receiver does, for ``recover`` to index."""
+    for image in images:
+        folder = store.spool / key_of(str(image.StudyInstanceUID))
+        folder.mkdir(exist_ok=True)
+        image.save_as(folder / f"{key_of(str(image.SOPInstanceUID))}.dcm", enforce_file_format=True)
+
+
+def route(config: Config, rules: list[dict[str, str]]) -> None:
+    (config.state_dir / "dicom" / "routing.json").write_text(json.dumps({"rules": rules}))
+
+
+@pytest.fixture(scope="module")
+def conv_model() -> Source:
+    return serve_conv_model()
+
+
+@dataclass
+class Measured:
+    """The analyser, and the most memory held above what was held when it started."""
+
+    analyser: ModelAnalyser
+    peak: int = 0
+
+    def analyse(self, datasets: Iterable[Dataset], **options: bool) -> Findings:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        findings = self.analyser.analyse(datasets, **options)
+        self.peak = tracemalloc.get_traced_memory()[1] - before
+        return findings
+
+
+def _peaks(state_dir: Path, source: Source, slices: int) -> tuple[int, int]:
+    """The most memory (Python and numpy allocations) the worker held while it handled one study
+    of ``slices`` images, from the study's reading to its results, and while it analysed it."""
+    config = Config(state_dir=state_dir, study_quiet_seconds=0)
+    store = StudyStore.open(config)
+    study, series = generate_uid(), generate_uid()
+    spool(store, (make_image("CT", study=study, series=series, rows=SIDE, columns=SIDE, seed=i)
+                  for i in range(slices)))  # fmt: skip
+    assert store.recover() == slices
+    route(config, [{"modality": "CT", "model": MODEL}])
+    audit = AuditLog(config.audit_dir, AUDIT_KEY, None)
+    analyser = Measured(ModelAnalyser(source, MODEL))
+    worker = StudyWorker(store, Outbox(config, store, lambda: audit), lambda _model: analyser,
+                         lambda: audit, quiet_seconds=0)  # fmt: skip
+    gc.collect()
+    tracemalloc.start()
+    try:
+        handled = worker.step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        row = store.study(study)
+        store.close()
+    assert handled == 1 and row is not None and row.state is StudyState.DONE, row
+    return peak, analyser.peak
+
+
+def test_a_big_study_is_analysed_in_the_memory_of_one_slice(
+    tmp_path: Path, conv_model: Source
+) -> None:
+    # A thin-slice CT has thousands of images: held whole, it takes the box's memory with it.
+    _peaks(tmp_path / "warm-up", conv_model, 2)  # lazy imports, the first inference
+    few, analysing_few = _peaks(tmp_path / "few", conv_model, FEW)
+    many, analysing_many = _peaks(tmp_path / "many", conv_model, MANY)
+    mib = [f"{value / 2**20:.1f} MiB" for value in (few, many, analysing_few, analysing_many)]
+    figures = f"peak {mib[0]} for {FEW} slices, {mib[1]} for {MANY}; analysing {mib[2]}, {mib[3]}"
+    # The analysis holds one slice whatever the study's size...
+    assert analysing_many < 1.25 * analysing_few, figures
+    # ... and what grows with the study is each image's index row, score and SR item, which
+    # weigh a small part of a slice's pixels (the SR's items most: highdicom's data sets).
+    per_slice = (many - few) / (MANY - FEW)
+    assert per_slice < SIDE * SIDE * 2 / 4, f"{per_slice / 1024:.0f} KiB a slice more; {figures}"
