@@ -15,10 +15,16 @@ two leaves a file without a row, which :meth:`StudyStore.recover` indexes again 
 
 A study's life (a transition table, pynetdicom ``fsm.py`` style)::
 
-    OPEN --quiet time passed--> CLOSED --worker takes it--> ANALYSING --> DONE | FAILED | UNROUTED
+    OPEN --quiet time passed--> CLOSED --worker takes it, attempts + 1--> ANALYSING
+    ANALYSING --analysis ends, attempts = 0--> DONE | FAILED | UNROUTED
     any state --new instance arrives--> OPEN      ANALYSING --crash, then start--> CLOSED
+    ANALYSING, attempts > worker.MAX_ATTEMPTS (each earlier take ended in a crash) --> FAILED
     DONE | FAILED | UNROUTED, all results sent, studies_retention_days passed --> deleted
     (:meth:`StudyStore.prune`, run hourly by appliance/housekeeping.py)
+
+``attempts`` counts the takes since an analysis last ended: a study whose analysis kills the
+process (out of memory, a decoder's segfault) would otherwise be taken again at every start and
+kill the worker each time, and no other study would ever be analysed.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from appliance.sqlitedb import Database, rollback
 
 log = logging.getLogger(__name__)
 
+# The first release's schema: changes go to _MIGRATIONS, below.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
@@ -83,6 +90,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+# Each change to _SCHEMA since the first release, in order (sqlitedb.Database runs the ones a
+# database lacks): _SCHEMA itself stays as databases in the field were made from it.
+_MIGRATIONS = (
+    # 1: how many times the worker took the study since an analysis of it last ended
+    "ALTER TABLE studies ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+)
+
+
 class StudyState(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
@@ -115,6 +130,7 @@ class Study:
     calling_ae: str
     last_at: float
     model: str | None
+    attempts: int = 0  # takes since an analysis of it last ended
 
 
 @dataclass(frozen=True)
@@ -142,7 +158,7 @@ class StudyStore:
         self.incoming = root / "incoming"
         for folder in (root, self.spool, self.outbox_dir, self.incoming):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = Database(root / "studies.db", _SCHEMA, "DICOM study database")
+        self.db = Database(root / "studies.db", _SCHEMA, "DICOM study database", _MIGRATIONS)
         # One connection for every thread, serialised: pynetdicom runs each association in a new
         # thread, and a connection per thread would pile up for the life of the service.
         self._conn = self.db.conn
@@ -267,7 +283,8 @@ class StudyStore:
     def recover(self) -> int:
         """Index spool files that have no row (a crash after the rename); return how many.
 
-        Also puts studies a crash left in ANALYSING back to CLOSED, so they are analysed again.
+        Also puts studies a crash left in ANALYSING back to CLOSED, so they are analysed again;
+        their attempts stay counted.
         """
         known = {row[0] for row in self.execute("SELECT file FROM instances")}
         found = 0
@@ -307,7 +324,8 @@ class StudyStore:
         )
 
     def take_closed(self) -> Study | None:
-        """Move one closed study to ANALYSING and return it (None when there is none)."""
+        """Move one closed study to ANALYSING, counting the attempt, and return it (None when
+        there is none)."""
         with self.transaction():
             rows = self.execute(
                 "SELECT study_uid FROM studies WHERE state = ? ORDER BY last_at LIMIT 1",
@@ -317,7 +335,7 @@ class StudyStore:
                 return None
             row = rows[0]
             self.execute(
-                "UPDATE studies SET state = ? WHERE study_uid = ?",
+                "UPDATE studies SET state = ?, attempts = attempts + 1 WHERE study_uid = ?",
                 (StudyState.ANALYSING, row[0]),
             )
         return self.study(row[0])
@@ -325,22 +343,25 @@ class StudyStore:
     def finish(
         self, study_uid: str, state: StudyState, model: str | None = None, error: str | None = None
     ) -> None:
-        """Record the end of an analysis, unless new instances reopened the study meanwhile."""
+        """Record the end of an analysis, unless new instances reopened the study meanwhile;
+        either way the analysis ended, so its attempts no longer count."""
         self.execute(
-            "UPDATE studies SET state = ?, model = ?, error = ? WHERE study_uid = ? AND state = ?",
-            (state, model, error, study_uid, StudyState.ANALYSING),
+            "UPDATE studies SET attempts = 0, state = CASE WHEN state = ?1 THEN ?2 ELSE state END, "
+            "model = CASE WHEN state = ?1 THEN ?3 ELSE model END, "
+            "error = CASE WHEN state = ?1 THEN ?4 ELSE error END WHERE study_uid = ?5",
+            (StudyState.ANALYSING, state, model, error, study_uid),
         )
 
     def study(self, study_uid: str) -> Study | None:
         rows = self.execute(
-            "SELECT study_uid, key, state, calling_ae, last_at, model FROM studies "
+            "SELECT study_uid, key, state, calling_ae, last_at, model, attempts FROM studies "
             "WHERE study_uid = ?",
             (study_uid,),
         )
         if not rows:
             return None
         row = rows[0]
-        return Study(row[0], row[1], StudyState(row[2]), row[3], row[4], row[5])
+        return Study(row[0], row[1], StudyState(row[2]), row[3], row[4], row[5], row[6])
 
     def studies(self) -> list[Study]:
         rows = self.execute("SELECT study_uid FROM studies ORDER BY last_at")

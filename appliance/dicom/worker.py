@@ -9,7 +9,10 @@ is kept; what stays for every image is its index row, its score and its item in 
 analysis is audited (INFERENCE, subject the study UID, stored hashed; the model name and
 version). A study no rule matches ends UNROUTED; one whose analysis fails ends FAILED with the
 reason (a new instance reopens it). A crash mid-analysis leaves it ANALYSING, which
-:meth:`StudyStore.recover` turns back into CLOSED at the next start.
+:meth:`StudyStore.recover` turns back into CLOSED at the next start; a study taken more than
+``max_attempts`` times without its analysis ending (each time the process died: out of memory, a
+decoder's segfault) ends FAILED without being analysed again, so that it no longer takes the
+worker down at every start and the other studies are analysed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 ACTOR = "dicom-worker"
+MAX_ATTEMPTS = 3  # analyses that never ended (the worker died) before a study is set aside
 
 
 class StudyWorker:
@@ -48,12 +52,14 @@ class StudyWorker:
         auditor: Callable[[], Auditor],
         *,
         quiet_seconds: float,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.store = store
         self.outbox = outbox
         self.analyser_for = analyser_for
         self.auditor = auditor
         self.quiet_seconds = quiet_seconds
+        self.max_attempts = max_attempts
 
     def step(self) -> int:
         """Close quiet studies and analyse every closed one; return how many were handled."""
@@ -66,6 +72,11 @@ class StudyWorker:
 
     def process(self, study: Study) -> StudyState:
         """Analyse one study the worker has taken (state ANALYSING); return its end state."""
+        if study.attempts > self.max_attempts:
+            return self._fail(study, None, _set_aside(study.attempts - 1))
+        if study.attempts > 1:  # the journal then names the study each crash came with
+            log.warning("dicom: study %s: analysis attempt %d of %d, the last one never ended",
+                        study.key, study.attempts, self.max_attempts)  # fmt: skip
         try:
             images = self.store.instances(study.study_uid)
             # One header routes the study and heads its SR; a study without images is unrouted.
@@ -137,4 +148,13 @@ def _instance(images: list[Instance], sop_uid: str) -> Instance:
     raise AnalysisError(
         "the analyser's highest-scoring image is not one of the study's.",
         "Report this to the model's vendor: its analyser must name the images it was given.",
+    )
+
+
+def _set_aside(crashes: int) -> str:
+    return (
+        f"its analysis was started {crashes} times and each time the worker died before it ended "
+        "(out of memory, or a crash: see the journal around those restarts), so it is set aside "
+        "for the other studies to be analysed. Check the study's images; the technician can send "
+        "the study again, which reopens it for analysis."
     )

@@ -58,6 +58,48 @@ def test_recover_puts_an_interrupted_analysis_back_in_the_queue(store: StudyStor
     assert row is not None and row.state is StudyState.CLOSED
 
 
+def test_attempts_count_the_analyses_that_never_ended(store: StudyStore) -> None:
+    study = generate_uid()
+    store.write_instance(b"x", _info(study), "CT1")
+    for attempt in (1, 2):
+        store.close_quiet(0, now=10**10)
+        taken = store.take_closed()
+        assert taken is not None and taken.attempts == attempt
+        store.recover()  # ... the process died mid-analysis
+    assert store.take_closed() is not None
+    store.write_instance(b"y", _info(study), "CT1")  # reopened meanwhile: the analysis still ended
+    store.finish(study, StudyState.DONE, "m")
+    row = store.study(study)
+    assert row is not None and row.state is StudyState.OPEN and row.attempts == 0
+
+
+def test_a_study_database_of_the_first_release_is_brought_up_to_date(tmp_path: Path) -> None:
+    root = tmp_path / "dicom"
+    root.mkdir()
+    with sqlite3.connect(root / "studies.db") as old:  # as the first release made it
+        old.execute(
+            "CREATE TABLE studies (study_uid TEXT PRIMARY KEY, key TEXT NOT NULL, state TEXT NOT "
+            "NULL, calling_ae TEXT NOT NULL, last_at REAL NOT NULL, model TEXT, error TEXT)"
+        )
+        old.execute("INSERT INTO studies VALUES ('1.2.3', 'k', 'analysing', 'CT1', 0, NULL, NULL)")
+    old.close()
+    for attempt in (1, 2):  # the second start finds nothing to migrate
+        store = StudyStore(root)
+        try:
+            store.recover()
+            taken = store.take_closed()
+            assert taken is not None and taken.study_uid == "1.2.3" and taken.attempts == attempt
+        finally:
+            store.close()
+    store = StudyStore(root)
+    try:
+        assert store.execute("PRAGMA user_version") == [(1,)]
+        row = store.study("1.2.3")
+        assert row is not None and row.attempts == 2
+    finally:
+        store.close()
+
+
 def test_a_commit_that_fails_leaves_no_transaction_open(store: StudyStore) -> None:
     # A COMMIT can fail (a full disk; here a deferred foreign key, which SQLite checks only
     # then): left open, the transaction would swallow every later write of the shared

@@ -1,10 +1,14 @@
-"""The study worker on studies that would sink it: one too big to hold in memory at once. Real
-store, spool files, audit log and OpenVINO."""
+"""The study worker on studies that would sink it: one too big to hold in memory at once, one
+whose analysis kills the process every time. Real store, spool files, audit log and OpenVINO."""
 
 from __future__ import annotations
 
 import gc
 import json
+import os
+import signal
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,19 +19,21 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from appliance.audit.log import AuditLog
+from appliance.audit.records import AuditEvent, Outcome, hash_subject
 from appliance.config import Config
 from appliance.dicom.analysis import Findings, ModelAnalyser
 from appliance.dicom.outbox import Outbox
+from appliance.dicom.peers import Peer, save_peers
 from appliance.dicom.store import StudyState, StudyStore, key_of
 from appliance.dicom.worker import StudyWorker
 
-from .conftest import make_image
+from .conftest import PATIENT_ID, PATIENT_NAME, make_image
+from .crashing_worker import AUDIT_KEY, CRASH
 from .served import MODEL, Source, serve_conv_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDE = 512  # pixels a side, as a CT slice: 512 KiB stored, 1 MiB once the model has it as float32
 FEW, MANY = 20, 200
-AUDIT_KEY = bytes(range(32))
 
 
 def spool(store: StudyStore, images: Iterable[Dataset]) -> None:
@@ -104,3 +110,54 @@ def test_a_big_study_is_analysed_in_the_memory_of_one_slice(
     # weigh a small part of a slice's pixels (the SR's items most: highdicom's data sets).
     per_slice = (many - few) / (MANY - FEW)
     assert per_slice < SIDE * SIDE * 2 / 4, f"{per_slice / 1024:.0f} KiB a slice more; {figures}"
+
+
+def _worker_round(state_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.dicom.crashing_worker", str(state_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_a_study_that_kills_the_worker_is_set_aside_and_the_others_are_analysed(
+    tmp_path: Path,
+) -> None:
+    config = Config(state_dir=tmp_path / "state")
+    store = StudyStore.open(config)
+    poison = make_image("MR")  # routed to an analysis that kills the worker process
+    healthy = [make_image("CT", study=generate_uid(), seed=i) for i in range(2)]
+    healthy_study = str(healthy[0].StudyInstanceUID)
+    for image in healthy[1:]:
+        image.StudyInstanceUID = healthy_study
+    spool(store, [poison, *healthy])
+    store.close()
+    route(config, [{"modality": "MR", "model": CRASH}, {"modality": "CT", "model": MODEL}])
+    save_peers(config, [Peer("PACS", "127.0.0.1", 104, "main PACS", results_destination=True)])
+    # Each start recovers the spool and takes the poison study again, until it is set aside.
+    rounds = [_worker_round(config.state_dir) for _ in range(4)]
+    logs = "".join(r.stderr for r in rounds)
+    assert [r.returncode for r in rounds] == [-signal.SIGKILL] * 3 + [0], logs
+    store = StudyStore.open(config)
+    try:
+        failed, done = store.study(str(poison.StudyInstanceUID)), store.study(healthy_study)
+        assert failed is not None and failed.state is StudyState.FAILED, failed
+        assert done is not None and done.state is StudyState.DONE, done
+        (error,) = store.execute(
+            "SELECT error FROM studies WHERE study_uid = ?", (str(poison.StudyInstanceUID),)
+        )[0]
+        assert "3 times" in error and "send the study again" in error, error
+        kinds = store.execute("SELECT kind FROM outbox WHERE study_uid = ?", (healthy_study,))
+        assert sorted(k for (k,) in kinds) == ["sc", "sr"]
+    finally:
+        store.close()
+    assert f"study {key_of(str(poison.StudyInstanceUID))} not analysed" in rounds[-1].stderr
+    for phi in (PATIENT_ID, PATIENT_NAME, str(poison.StudyInstanceUID), healthy_study):
+        assert phi not in logs, f"{phi!r} in the logs"
+    audit = AuditLog(config.audit_dir, AUDIT_KEY, None)
+    inference = {(r.subject, r.outcome) for r in audit.records()
+                 if r.event == AuditEvent.INFERENCE}  # fmt: skip
+    assert inference == {
+        (hash_subject(AUDIT_KEY, str(poison.StudyInstanceUID)), Outcome.FAILURE),
+        (hash_subject(AUDIT_KEY, healthy_study), Outcome.SUCCESS),
+    }
