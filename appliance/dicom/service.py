@@ -107,7 +107,9 @@ def start_service(
     """Recover the spool, then start what is asked: the receiver and outbox (``receive``), the
     study worker (when ``analyser_for`` is given). Raises ApplianceError (e.g. port in use)."""
     store = StudyStore.open(config)
-    found = store.recover()
+    # On the box appliance-dicom.service starts after appliance.service, whose worker may be
+    # analysing a study by then: only the worker's own process puts ANALYSING studies back.
+    found = store.recover(requeue=analyser_for is not None)
     if found:
         log.warning("dicom: %d spooled instance(s) indexed again after an unclean stop", found)
     outbox = Outbox(config, store, auditor, base_delay=retry_delay) if receive else None

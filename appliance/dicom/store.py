@@ -280,11 +280,12 @@ class StudyStore:
                  str(path.relative_to(self.root)), now),
             )  # fmt: skip
 
-    def recover(self) -> int:
+    def recover(self, *, requeue: bool = True) -> int:
         """Index spool files that have no row (a crash after the rename); return how many.
 
-        Also puts studies a crash left in ANALYSING back to CLOSED, so they are analysed again;
-        their attempts stay counted.
+        With ``requeue`` (the process that runs the worker, as it starts), also puts studies a
+        crash left in ANALYSING back to CLOSED, so they are analysed again; their attempts stay
+        counted. Only that process may: in another, they may be under analysis right now.
         """
         known = {row[0] for row in self.execute("SELECT file FROM instances")}
         found = 0
@@ -307,10 +308,11 @@ class StudyStore:
                 log.warning("dicom: spool file %s left in place: %s", rel, exc.comment)
                 continue
             found += 1
-        self.execute(
-            "UPDATE studies SET state = ? WHERE state = ?",
-            (StudyState.CLOSED, StudyState.ANALYSING),
-        )
+        if requeue:
+            self.execute(
+                "UPDATE studies SET state = ? WHERE state = ?",
+                (StudyState.CLOSED, StudyState.ANALYSING),
+            )
         return found
 
     # -- the study queue ---------------------------------------------------------------------

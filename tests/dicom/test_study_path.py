@@ -287,3 +287,33 @@ def test_study_routed_to_a_missing_model_fails_audited_and_sends_nothing(box: Bo
         service.stop()
     (record,) = [r for r in box.rt.audit.records() if r.event == AuditEvent.INFERENCE]
     assert record.outcome == Outcome.FAILURE and "not-installed" in str(record.detail["reason"])
+
+
+def test_the_receiving_service_leaves_a_study_under_analysis_alone(box: Box) -> None:
+    """On the box two processes share the spool, and appliance-dicom.service (receiver and
+    outbox) starts after appliance.service, whose worker may be analysing a study by then. Its
+    start must not queue that study again: it would be analysed twice, its results sent twice."""
+    image = make_image("CT")
+    study = str(image.StudyInstanceUID)
+    worker = box.start(receive=False)  # appliance run's part: the worker
+    try:
+        receiving = start_service(box.config, lambda: box.rt.audit, analyser_for=None,
+                                  host="127.0.0.1", port=0, poll_seconds=3600)  # fmt: skip
+        try:
+            assert receiving.receiver is not None
+            assert send(receiving.receiver.port, image)[0].Status == 0
+        finally:
+            receiving.stop()
+        worker.store.close_quiet(0)
+        assert worker.store.take_closed() is not None  # the worker is on it
+        receiving = start_service(box.config, lambda: box.rt.audit, analyser_for=None,
+                                  host="127.0.0.1", port=0, poll_seconds=3600)  # fmt: skip
+        receiving.stop()  # restarted, as on a crash (Restart=on-failure)
+        assert worker.store.study(study).state is StudyState.ANALYSING  # type: ignore[union-attr]
+    finally:
+        worker.stop()
+    worker = box.start(receive=False)  # the worker's own restart does queue it again
+    try:
+        _until(lambda: worker.store.study(study).state is StudyState.DONE, worker)  # type: ignore[union-attr]
+    finally:
+        worker.stop()
