@@ -22,13 +22,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from appliance import retention
 from appliance.api.results import ResultStore
 from appliance.audit.log import SYSTEM_ACTOR, AuditLog
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.config import Config
 from appliance.dicom.store import Study, StudyStore
 from appliance.errors import ApplianceError
+from appliance.retention import RetentionClock
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class Housekeeper:
     results: ResultStore | None
     studies: StudyStore | None
     clock: Callable[[], float] = time.time
+    uptime: Callable[[], float] = retention.uptime
     interval: float = INTERVAL_SECONDS
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -75,12 +79,22 @@ class Housekeeper:
         return f"every {self.interval / 60:.0f} min: " + ", ".join(p for p in parts if p)
 
     def round(self) -> RoundReport:
-        """Delete what is past its retention now; never raises for a storage or TPM failure."""
-        now = self.clock()
+        """Delete what is past its retention now; never raises for a storage or TPM failure.
+
+        "Now" is the :class:`~appliance.retention.RetentionClock`'s: a clock set ahead by
+        mistake deletes nothing before its time.
+        """
+        clock = RetentionClock(self.config.state_dir / "retention.json", self.clock, self.uptime)
+        try:
+            now = clock.now()
+        except ApplianceError as exc:  # its state cannot be saved: this round cannot be trusted
+            log.warning("housekeeping: nothing pruned this round: %s %s", exc.message,
+                        exc.hint or "")  # fmt: skip
+            return RoundReport(None, None, None)
         report = RoundReport(
             self._guard("results", lambda: self._results(now)),
             self._guard("studies", lambda: self._studies(now)),
-            self._guard("audit log", self.audit.prune),
+            self._guard("audit log", lambda: self.audit.prune(datetime.fromtimestamp(now, UTC))),
         )
         if report.results or report.studies or report.audit_files:
             log.info("housekeeping: %s", report.describe())

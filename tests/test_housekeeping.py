@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ from pydicom.uid import generate_uid
 
 from appliance.api.results import ResultNotFoundError, ResultStore
 from appliance.audit import AuditEvent, AuditLog, TpmCheckpointAnchor, hash_subject, verify
+from appliance.audit.records import Outcome
 from appliance.config import Config
 from appliance.dicom.checks import InstanceInfo
 from appliance.dicom.store import StudyState, StudyStore
 from appliance.errors import StorageError
-from appliance.housekeeping import DAY, Housekeeper
+from appliance.housekeeping import DAY, Housekeeper, RoundReport
+from appliance.retention import RetentionClock
 from appliance.trust.swtpm import Swtpm
 
 INDEX = 0x01500022
@@ -70,7 +73,10 @@ def _study(store: StudyStore, state: StudyState, instances: int = 2) -> str:
 
 def _keeper(config: Config, audit: AuditLog, results: ResultStore | None,
             store: StudyStore | None, days_later: float) -> Housekeeper:  # fmt: skip
-    return Housekeeper(config, audit, results, store, clock=lambda: time.time() + days_later * DAY)
+    """A housekeeper ``days_later``: the wall clock and the time since boot both moved on."""
+    booted = time.clock_gettime(time.CLOCK_BOOTTIME)
+    return Housekeeper(config, audit, results, store, clock=lambda: time.time() + days_later * DAY,
+                       uptime=lambda: booted + days_later * DAY)  # fmt: skip
 
 
 def test_results_go_after_their_retention_and_the_trail_says_how_many(
@@ -199,3 +205,94 @@ def test_the_thread_runs_a_round_at_start_and_stops(
         keeper.stop()
     assert results.count() == 0
     assert keeper.describe().startswith("every 60 min: results kept 90 days")
+
+
+class _Box:
+    """One box's clocks, moved by the test: the wall clock (which anyone at the console may
+    set) and the time since boot (which no one can)."""
+
+    def __init__(self) -> None:
+        self.wall, self.up, self.boot = time.time(), 1000.0, "boot-1"
+
+    def run(self, seconds: float, *, clock_set: float = 0.0) -> None:
+        """``seconds`` of real time pass; the wall clock is also set ``clock_set`` seconds on."""
+        self.wall += seconds + clock_set
+        self.up += seconds
+
+    def reboot(self, off_for: float) -> None:
+        self.wall += off_for
+        self.up, self.boot = 30.0, "boot-2"
+
+    def clock(self, tmp_path: Path) -> RetentionClock:
+        return RetentionClock(tmp_path / "retention.json", lambda: self.wall, lambda: self.up,
+                              lambda: self.boot)  # fmt: skip
+
+
+def test_a_clock_set_ten_years_ahead_deletes_nothing_before_its_time(
+    tmp_path: Path, key: bytes, swtpm: Swtpm, results: ResultStore, store: StudyStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    box = _Box()
+    # Small log files, so that the trail spans several and whole files could go.
+    audit = AuditLog(
+        tmp_path / "trail",
+        key,
+        TpmCheckpointAnchor(swtpm.tcti, INDEX),
+        max_file_bytes=2048,
+        clock=lambda: datetime.fromtimestamp(box.wall, UTC),
+    )
+    config = Config(state_dir=tmp_path, results_retention_days=90, studies_retention_days=30)
+    keeper = Housekeeper(config, audit, results, store, clock=lambda: box.wall,
+                         uptime=lambda: box.up)  # fmt: skip
+    _put(results, "this morning's")
+    study = _study(store, StudyState.DONE)
+    for n in range(20):
+        audit.append(AuditEvent.LOGIN, actor=f"tech{n}", outcome=Outcome.SUCCESS)
+    trail = sorted(audit.directory.glob("*.log"))
+    assert len(trail) > 2
+    assert keeper.round() == RoundReport(0, 0, 0)
+
+    box.run(3600, clock_set=10 * 365 * DAY)  # 2036 typed for 2026 in the wizard, an hour ago
+    assert keeper.round() == RoundReport(0, 0, 0)
+    assert results.count() == 1 and store.study(study) is not None
+    assert all(f.exists() for f in trail), "the audit trail lost files to a wrong clock"
+    assert verify(audit.directory, key, TpmCheckpointAnchor(swtpm.tcti, INDEX)).ok
+    assert "the clock is 3650 days ahead of the time retention counts from" in caplog.text
+
+    # Retention goes on meanwhile, at twice real time: 46 days count as 92.
+    box.run(46 * DAY)
+    report = keeper.round()
+    assert (report.results, report.studies) == (1, 1)
+    assert all(f.exists() for f in trail), "six years of audit retention are not 92 days"
+
+
+def test_retention_clock_never_runs_more_than_twice_real_time_nor_backwards(tmp_path: Path) -> None:
+    box = _Box()
+    start = box.wall
+    assert box.clock(tmp_path).now() == start  # the first round trusts the clock
+    box.run(DAY, clock_set=365 * DAY)
+    assert box.clock(tmp_path).now() == pytest.approx(start + 2 * DAY)
+    box.run(DAY, clock_set=-366 * DAY)  # put right: the clock is a day behind the trusted time
+    assert box.clock(tmp_path).now() == pytest.approx(start + 2 * DAY - DAY)
+    box.run(3 * DAY)  # the clock passes the trusted time, which follows it again
+    assert box.clock(tmp_path).now() == pytest.approx(box.wall) == start + 4 * DAY
+
+
+def test_a_box_that_was_off_catches_up_in_as_long_as_it_was_off(tmp_path: Path) -> None:
+    box = _Box()
+    start = box.clock(tmp_path).now()
+    box.reboot(off_for=100 * DAY)  # the time off cannot be told from a clock set ahead
+    assert box.clock(tmp_path).now() == pytest.approx(start + 60)  # 30 s up, counted twice
+    box.run(99 * DAY)  # the gap closes at real time's pace
+    assert box.wall - box.clock(tmp_path).now() == pytest.approx(DAY - 60)
+    box.run(DAY)
+    assert box.clock(tmp_path).now() == pytest.approx(box.wall)
+
+
+def test_a_damaged_retention_state_falls_back_to_the_clock_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = _Box()
+    (tmp_path / "retention.json").write_text("{half")
+    assert box.clock(tmp_path).now() == box.wall
+    assert "retention.json unreadable" in caplog.text

@@ -277,14 +277,15 @@ class AuditLog:
                 ):
                     yield record
 
-    def prune(self) -> int:
-        """Delete whole files whose newest record is older than the retention; return how many.
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete whole files whose newest record is older than the retention at ``now`` (by
+        default the log's clock; housekeeping's retention clock); return how many.
 
         Each deleted file is first named by a RETENTION_PRUNE record carrying its last seq and
         hash (so :func:`verify` accepts the new start of the chain), followed by a checkpoint.
         Raises StorageError when the log cannot be written.
         """
-        cutoff = self._clock() - self._retention
+        cutoff = (now or self._clock()) - self._retention
         with flock(self.directory, shared=False):
             head = self._load()
             expired = self._expired(head, cutoff)

@@ -1,0 +1,87 @@
+"""The time retention counts from: the wall clock, but never faster than twice real time.
+
+The box has no trusted clock (ADR 0004): anyone at the console may set it, and the wizard does.
+Housekeeping deletes by age, so a clock set ten years ahead by one wrong digit would delete
+every result, every finished study and the whole audit trail (kept six years) at the next
+round. :class:`RetentionClock` keeps the time it last trusted in ``<state>/retention.json`` and
+lets it advance by at most twice the real time elapsed since (``CLOCK_BOOTTIME``: since the last
+round in this boot, or, after a restart, at least since the boot). So a forward jump is spent
+at that pace: a clock put right within days costs days of retention, and a box that was off
+catches up with the wall clock in as long as it was off. It never moves back; a clock behind it
+makes retention count from the clock (deleting less, never more).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.fsutil import atomic_write
+
+log = logging.getLogger(__name__)
+
+CATCH_UP = 2.0  # how much faster than real time the trusted time may advance
+_DAY = 86400.0
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def uptime() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME: no one can set it)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""  # no /proc: every round counts as a first one after a boot, which is safe
+
+
+@dataclass
+class RetentionClock:
+    """:meth:`now` for housekeeping; the clocks are parameters so that tests can move them."""
+
+    path: Path
+    wall: Callable[[], float] = time.time
+    uptime: Callable[[], float] = uptime
+    boot_id: Callable[[], str] = _boot_id
+
+    def now(self) -> float:
+        """The time retention counts from at this round (remembered for the next)."""
+        wall, up, boot = self.wall(), self.uptime(), self.boot_id()
+        saved = self._load()
+        if saved is None:
+            trusted = wall
+        else:
+            elapsed = up - float(saved["uptime"]) if saved["boot"] == boot and boot else up
+            ahead = float(saved["trusted"]) + CATCH_UP * max(elapsed, 0.0)
+            trusted = max(float(saved["trusted"]), min(wall, ahead))
+        self._save({"trusted": trusted, "boot": boot, "uptime": up})
+        if wall - trusted > _DAY:
+            log.warning(
+                "housekeeping: the clock is %.0f days ahead of the time retention counts from "
+                "(%s); nothing is deleted before its time: retention catches up at twice real "
+                "time. If the clock is wrong, set it in the console (Provisioning > Time zone "
+                "and clock).",
+                (wall - trusted) / _DAY, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(trusted)),
+            )  # fmt: skip
+        return min(trusted, wall)
+
+    def _load(self) -> dict[str, float | str] | None:
+        try:
+            data = json.loads(self.path.read_bytes())
+            return {"trusted": float(data["trusted"]), "boot": str(data["boot"]),
+                    "uptime": float(data["uptime"])}  # fmt: skip
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("housekeeping: %s unreadable (%s); retention counts from the clock",
+                        self.path, exc)  # fmt: skip
+            return None
+
+    def _save(self, state: dict[str, float | str]) -> None:
+        atomic_write(self.path, json.dumps(state).encode())
