@@ -87,6 +87,8 @@ class DicomService:
     def stop(self) -> None:
         if self.receiver:
             self.receiver.stop()
+        if self.worker:
+            self.worker.stop()  # a study under analysis goes back to the queue, not counted
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=60)

@@ -18,6 +18,7 @@ A study's life (a transition table, pynetdicom ``fsm.py`` style)::
     OPEN --quiet time passed--> CLOSED --worker takes it, attempts + 1--> ANALYSING
     ANALYSING --analysis ends, attempts = 0--> DONE | FAILED | UNROUTED
     any state --new instance arrives--> OPEN      ANALYSING --crash, then start--> CLOSED
+    ANALYSING --the service stops (SIGTERM), attempts - 1--> CLOSED    (:meth:`StudyStore.release`)
     ANALYSING, attempts > worker.MAX_ATTEMPTS (each earlier take ended in a crash) --> FAILED
     DONE | FAILED | UNROUTED, all results sent, studies_retention_days passed --> deleted
     (:meth:`StudyStore.prune`, run hourly by appliance/housekeeping.py)
@@ -352,6 +353,15 @@ class StudyStore:
             "model = CASE WHEN state = ?1 THEN ?3 ELSE model END, "
             "error = CASE WHEN state = ?1 THEN ?4 ELSE error END WHERE study_uid = ?5",
             (StudyState.ANALYSING, state, model, error, study_uid),
+        )
+
+    def release(self, study_uid: str) -> None:
+        """Give back a study the worker took but did not finish because it was told to stop:
+        CLOSED again (unless new instances reopened it), that take not counted as an attempt."""
+        self.execute(
+            "UPDATE studies SET attempts = MAX(attempts - 1, 0), "
+            "state = CASE WHEN state = ?1 THEN ?2 ELSE state END WHERE study_uid = ?3",
+            (StudyState.ANALYSING, StudyState.CLOSED, study_uid),
         )
 
     def study(self, study_uid: str) -> Study | None:

@@ -18,7 +18,10 @@ worker down at every start and the other studies are analysed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+
+from pydicom.dataset import Dataset
 
 from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
@@ -38,6 +41,12 @@ from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 ACTOR = "dicom-worker"
+
+
+class _StoppedError(Exception):
+    """The service is stopping: the study's analysis ends between two images."""
+
+
 MAX_ATTEMPTS = 3  # analyses that never ended (the worker died) before a study is set aside
 
 
@@ -60,15 +69,29 @@ class StudyWorker:
         self.auditor = auditor
         self.quiet_seconds = quiet_seconds
         self.max_attempts = max_attempts
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the worker to stop at the next image (from another thread): the study it was
+        analysing goes back to CLOSED, its attempt not counted, and is analysed at the next
+        start. An orderly stop (SIGTERM, an update's restart) is not a crash: counted as one,
+        three restarts during one long study would set it aside."""
+        self._stopping.set()
 
     def step(self) -> int:
         """Close quiet studies and analyse every closed one; return how many were handled."""
         self.store.close_quiet(self.quiet_seconds)
         handled = 0
-        while (study := self.store.take_closed()) is not None:
+        while not self._stopping.is_set() and (study := self.store.take_closed()) is not None:
             self.process(study)
             handled += 1
         return handled
+
+    def _until_stopped(self, images: Iterator[Dataset]) -> Iterator[Dataset]:
+        for image in images:
+            if self._stopping.is_set():
+                raise _StoppedError
+            yield image
 
     def process(self, study: Study) -> StudyState:
         """Analyse one study the worker has taken (state ANALYSING); return its end state."""
@@ -89,12 +112,24 @@ class StudyWorker:
                      study.key, len(images))  # fmt: skip
             self.store.finish(study.study_uid, StudyState.UNROUTED)
             return StudyState.UNROUTED
+        return self._analyse(study, model, images, first[0])
+
+    def _analyse(
+        self, study: Study, model: str, images: list[Instance], first: Dataset
+    ) -> StudyState:
+        """Run ``model`` on the routed study, image by image; queue its results or fail it."""
         try:
-            findings = self.analyser_for(model).analyse(read_images(images), keep_heatmaps=False)
+            feed = self._until_stopped(read_images(images))
+            findings = self.analyser_for(model).analyse(feed, keep_heatmaps=False)
             worst = read_header(_instance(images, findings.worst[0]))
-            objects = result_objects(first[0], worst, images, findings)
+            objects = result_objects(first, worst, images, findings)
             written = self.outbox.write_objects(objects)
             peers = destinations(self.outbox.config)
+        except _StoppedError:
+            self.store.release(study.study_uid)
+            log.info("dicom: study %s: analysis stopped by the service's stop; it is analysed "
+                     "again at the next start", study.key)  # fmt: skip
+            return StudyState.CLOSED
         except ApplianceError as exc:
             return self._fail(study, model, exc.message)
         except Exception as exc:  # a model or image the code did not foresee: fail this study only

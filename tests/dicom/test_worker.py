@@ -13,6 +13,7 @@ import tracemalloc
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -21,7 +22,7 @@ from pydicom.uid import generate_uid
 from appliance.audit.log import AuditLog
 from appliance.audit.records import AuditEvent, Outcome, hash_subject
 from appliance.config import Config
-from appliance.dicom.analysis import Findings, ModelAnalyser
+from appliance.dicom.analysis import Findings, ModelAnalyser, slice_to_input, summarise
 from appliance.dicom.outbox import Outbox
 from appliance.dicom.peers import Peer, save_peers
 from appliance.dicom.store import StudyState, StudyStore, key_of
@@ -161,3 +162,44 @@ def test_a_study_that_kills_the_worker_is_set_aside_and_the_others_are_analysed(
         (hash_subject(AUDIT_KEY, str(poison.StudyInstanceUID)), Outcome.FAILURE),
         (hash_subject(AUDIT_KEY, healthy_study), Outcome.SUCCESS),
     }
+
+
+def test_an_orderly_stop_mid_study_gives_the_study_back_uncounted(
+    tmp_path: Path, conv_model: Source
+) -> None:
+    """SIGTERM (a shutdown, an update's restart) arrives while a long study is analysed: the
+    study goes back to the queue, the take not counted as a crash, and nothing half-done stays."""
+    config = Config(state_dir=tmp_path, study_quiet_seconds=0)
+    store = StudyStore.open(config)
+    study = generate_uid()
+    spool(store, (make_image("CT", study=study, seed=i) for i in range(10)))
+    assert store.recover() == 10
+    route(config, [{"modality": "CT", "model": MODEL}])
+    audit = AuditLog(config.audit_dir, AUDIT_KEY, None)
+    seen: list[Dataset] = []
+
+    def to_input(ds: Dataset) -> Any:
+        seen.append(ds)
+        if len(seen) == 4:  # the service's stop, from its signal handler's thread
+            worker.stop()
+        return slice_to_input(ds)
+
+    def worker_with(analyser: ModelAnalyser) -> StudyWorker:
+        return StudyWorker(store, Outbox(config, store, lambda: audit), lambda _m: analyser,
+                           lambda: audit, quiet_seconds=0)  # fmt: skip
+
+    worker = worker_with(ModelAnalyser(conv_model, MODEL, to_input=to_input, summary=summarise))
+    try:
+        assert worker.step() == 1
+        row = store.study(study)
+        assert row is not None and (row.state, row.attempts) == (StudyState.CLOSED, 0), row
+        assert len(seen) == 4, "the analysis went on after the stop"
+        assert store.execute("SELECT COUNT(*) FROM outbox")[0][0] == 0
+        assert not [r for r in audit.records() if r.event == AuditEvent.INFERENCE]
+        assert worker.step() == 0, "a stopped worker took another study"
+        # The next start analyses it, as if the stop had never happened.
+        assert worker_with(ModelAnalyser(conv_model, MODEL)).step() == 1
+        row = store.study(study)
+        assert row is not None and (row.state, row.attempts) == (StudyState.DONE, 0), row
+    finally:
+        store.close()
