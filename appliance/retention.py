@@ -8,7 +8,7 @@ lets it advance by at most twice the real time elapsed since (``CLOCK_BOOTTIME``
 round in this boot, or, after a restart, at least since the boot). So a forward jump is spent
 at that pace: a clock put right within days costs days of retention, and a box that was off
 catches up with the wall clock in as long as it was off. It never moves back; a clock behind it
-makes retention count from the clock (deleting less, never more).
+makes retention count from the clock (deleting less, never more). Why so: ADR 0010.
 """
 
 from __future__ import annotations
