@@ -4,7 +4,11 @@ A result object is written to ``<state>/dicom/outbox/`` (fsynced, renamed) and o
 destination is committed in the same transaction that marks its study DONE, so a result is
 either queued for every destination or (after a crash) its study is analysed again. A row is
 tried when its ``next_at`` has come; a failure pushes ``next_at`` out by a doubling delay
-(``base_delay`` up to ``max_delay``), stored in the row, so the schedule survives restarts. Each
+(``base_delay`` up to ``max_delay``), stored in the row, so the schedule survives restarts. The
+wall clock may be set back (ADR 0004): a row whose ``next_at`` is more than ``max_delay`` ahead
+of it was scheduled by a clock that has since gone back, so it is due now rather than after the
+clock catches up (a year, for a clock set back a year); no delay ever runs past ``max_delay``.
+A clock set forward makes every waiting row due at once, which sends them early, never late. Each
 attempt is audited (EXPORT, subject the study UID, which the audit log stores hashed; details
 hold the destination AE, the object kind, the attempt number and the DIMSE status or reason,
 never patient data). A file is removed once every destination has it.
@@ -130,9 +134,20 @@ class Outbox:
         many objects were stored by their PACS."""
         now = self.clock()
         due = self._rows(
-            "SELECT {} FROM outbox WHERE state = ? AND next_at <= ? ORDER BY id",
-            (RowState.PENDING, now),
+            "SELECT {} FROM outbox WHERE state = ? AND (next_at <= ? OR next_at > ?) ORDER BY id",
+            (RowState.PENDING, now, now + self.max_delay),
         )
+        stranded = self.store.execute(
+            "SELECT COUNT(*), MAX(next_at) FROM outbox WHERE state = ? AND next_at > ?",
+            (RowState.PENDING, now + self.max_delay),
+        )[0]
+        if stranded[0]:  # each row once: trying it reschedules it on the clock as it is now
+            log.warning(
+                "dicom: %d result(s) were due up to %.1f days after the time the clock shows now: "
+                "it was set back. They are sent now. If the clock is wrong, set it in the "
+                "console (Provisioning > Time zone and clock).",
+                stranded[0], (stranded[1] - now) / 86400,
+            )  # fmt: skip
         peers = {p.ae_title: p for p in load_peers(self.config)}
         sent = 0
         for destination in sorted({r.destination for r in due}):

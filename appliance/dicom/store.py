@@ -319,12 +319,35 @@ class StudyStore:
     # -- the study queue ---------------------------------------------------------------------
 
     def close_quiet(self, quiet_seconds: float, now: float | None = None) -> int:
-        """Close every open study that received nothing for ``quiet_seconds``; return how many."""
-        cutoff = (time.time() if now is None else now) - quiet_seconds
-        return self.update(
-            "UPDATE studies SET state = ? WHERE state = ? AND last_at <= ?",
-            (StudyState.CLOSED, StudyState.OPEN, cutoff),
-        )
+        """Close every open study that received nothing for ``quiet_seconds``; return how many.
+
+        An open study whose last instance arrived "after" ``now`` was received before the wall
+        clock was set back (ADR 0004): its quiet time counts from ``now`` instead, so it closes
+        ``quiet_seconds`` later, not once the clock has caught up (a year later, for a year).
+        """
+        now = time.time() if now is None else now
+        with self.transaction():
+            ahead = self.execute(
+                "SELECT COUNT(*), MAX(last_at) FROM studies WHERE state = ? AND last_at > ?",
+                (StudyState.OPEN, now),
+            )[0]
+            if ahead[0]:
+                self.execute(
+                    "UPDATE studies SET last_at = ? WHERE state = ? AND last_at > ?",
+                    (now, StudyState.OPEN, now),
+                )
+            closed = self.update(
+                "UPDATE studies SET state = ? WHERE state = ? AND last_at <= ?",
+                (StudyState.CLOSED, StudyState.OPEN, now - quiet_seconds),
+            )
+        if ahead[0] and ahead[1] - now > quiet_seconds:  # not a receiver a moment ahead of us
+            log.warning(
+                "dicom: %d open study(ies) received up to %.1f days after the time the clock "
+                "shows now: it was set back. They close %.0f s from now. If the clock is wrong, "
+                "set it in the console (Provisioning > Time zone and clock).",
+                ahead[0], (ahead[1] - now) / 86400, quiet_seconds,
+            )  # fmt: skip
+        return closed
 
     def take_closed(self) -> Study | None:
         """Move one closed study to ANALYSING, counting the attempt, and return it (None when

@@ -19,6 +19,8 @@ from appliance.dicom.peers import Peer, save_peers
 from appliance.dicom.receiver import Receiver, start_receiver
 from appliance.dicom.store import StudyStore
 
+from .pacs import FakePacs
+
 MODALITY_CLASS = {m: c for c, m in reversed(list(STORAGE_CLASSES.items()))}
 SCU_AE = "MODALITY1"
 PATIENT_NAME = "Quinn^Jane^Public"
@@ -89,6 +91,14 @@ def receiver(box: Config, store: StudyStore) -> Iterator[Receiver]:
     rx = start_receiver(box, store, host="127.0.0.1", port=0)
     yield rx
     rx.stop()
+
+
+@pytest.fixture
+def pacs() -> Iterator[FakePacs]:
+    """A fake PACS listening on loopback (not yet among the box's peers)."""
+    fake = FakePacs().start()
+    yield fake
+    fake.stop()
 
 
 def send(port: int, *items: Dataset | Path, ae_title: str = SCU_AE, ts: str | None = None) -> Any:

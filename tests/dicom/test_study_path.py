@@ -10,14 +10,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import openvino as ov
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless, generate_uid
-from pynetdicom import AE, evt
 
 from appliance.audit.records import AuditEvent, Outcome, hash_subject
 from appliance.config import Config
@@ -33,44 +31,8 @@ from appliance.trust.keys import KeyName
 from appliance.trust.tpm import open_tpm
 
 from .conftest import PATIENT_ID, PATIENT_NAME, SCU_AE, make_image, send
+from .pacs import SC_CLASS, SR_CLASS, FakePacs
 from .served import MODEL, conv_model_files
-
-SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7"
-
-
-@dataclass
-class FakePacs:
-    """A real SCP that stores what it receives in memory; ``refuse`` makes it answer 0xA700."""
-
-    port: int = 0
-    received: list[Dataset] = field(default_factory=list)
-    calls: int = 0
-    refuse: bool = False
-    server: Any = None
-
-    def handle(self, event: Any) -> int:
-        self.calls += 1
-        if self.refuse:
-            return 0xA700
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        self.received.append(ds)
-        return 0x0000
-
-    def start(self, port: int = 0) -> FakePacs:
-        ae = AE(ae_title="PACS")
-        for sop_class in (SR_CLASS, SC_CLASS):
-            ae.add_supported_context(sop_class)
-        self.server = ae.start_server(("127.0.0.1", port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self.handle)])  # fmt: skip
-        self.port = self.server.server_address[1]
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
 
 
 @dataclass
@@ -86,13 +48,6 @@ class Box:
             analyser_for=lambda model: ModelAnalyser(self.registry, model),
             host="127.0.0.1", port=0, poll_seconds=3600, **kw,
         )  # fmt: skip
-
-
-@pytest.fixture
-def pacs() -> Iterator[FakePacs]:
-    fake = FakePacs().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
