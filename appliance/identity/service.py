@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
@@ -35,7 +35,7 @@ from appliance.errors import (
     SessionExpiredError,
     UnrecordedError,
 )
-from appliance.identity import passwords
+from appliance.identity import clockjump, passwords
 from appliance.identity.roles import Permission, Principal, Role, require
 from appliance.identity.store import Account, BreakGlassUse, IdentityStore, TokenRow
 
@@ -309,6 +309,12 @@ class IdentityService:
         """
         now = self.clock()
         account = self.store.account(username)
+        if account and (end := clockjump.lockout_end(account.locked_until, now,
+                                                     self.policy.lockout_s)):  # fmt: skip
+            with self.store.transaction() as db:
+                db.execute("UPDATE accounts SET locked_until = ? WHERE username = ?",
+                           (end, username))  # fmt: skip
+            account = replace(account, locked_until=end)
         if account and account.locked_until > now and account.role is not Role.BREAK_GLASS:
             self._failed(username, "locked")
             until = time.strftime("%H:%M UTC", time.gmtime(account.locked_until))
@@ -408,6 +414,11 @@ class IdentityService:
             raise SessionExpiredError("the session was ended or revoked.", "Log in again.")
         if now >= row.expires:
             raise SessionExpiredError("the session expired.", "Log in again.")
+        if (ahead := clockjump.token_ahead(row, now)) is not None:
+            if row.kind == "session":
+                with contextlib.suppress(UnrecordedError):  # logged by _end; the session is over
+                    self._end(row.id, row.username, "clock set back")
+            raise ahead
         if row.idle_timeout and now - row.last_used > row.idle_timeout:
             with contextlib.suppress(UnrecordedError):  # logged by _end; the session is over
                 self._end(row.id, row.username, "idle")

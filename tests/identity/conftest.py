@@ -16,6 +16,16 @@ from appliance.trust.tpm import open_tpm
 ADMIN_PASSWORD = "correct horse battery staple"
 
 
+class Clock:
+    """A wall clock the test sets (IdentityService takes it as ``clock``)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def runtime(config: Config) -> Iterator[Runtime]:
     with open_tpm(config.device_tcti()) as tpm:
@@ -35,3 +45,14 @@ def admin(identity: IdentityService) -> Principal:
     principal, _ = identity.login("alice", ADMIN_PASSWORD)
     assert principal.role is Role.ADMIN
     return principal
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def timed(runtime: Runtime, identity: IdentityService, clock: Clock) -> IdentityService:
+    """The same store and audit log, on a clock the test moves."""
+    return IdentityService(identity.store, runtime.audit, identity.policy, clock=clock)

@@ -25,32 +25,13 @@ from appliance.identity.service import IdentityPolicy, IdentityService
 from appliance.runtime import Runtime
 from tests.conftest import broken_trail
 
-from .conftest import ADMIN_PASSWORD
+from .conftest import ADMIN_PASSWORD, Clock
 
 PASSWORD = "a long enough passphrase"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def events(runtime: Runtime) -> list[AuditEvent]:
     return [r.event for r in runtime.audit.records()]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def timed(runtime: Runtime, identity: IdentityService, clock: Clock) -> IdentityService:
-    """The same store and audit log, on a clock the test moves."""
-    return IdentityService(identity.store, runtime.audit, identity.policy, clock=clock)
 
 
 def test_a_new_box_has_no_accounts_and_no_default_password(identity: IdentityService) -> None:
