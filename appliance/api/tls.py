@@ -26,7 +26,14 @@ from appliance.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
-VALID_DAYS = 3650
+# Clients check the validity window against their own clocks, so it must not come from the box's,
+# which may be years off when the certificate is made (ADR 0004: a dead RTC battery boots it in
+# 2000; a wrong digit in the wizard sets it ahead): then every client would see it expired, or
+# not yet valid, and no HTTPS call would succeed. Trust comes from the pinned or imported
+# certificate, not its dates: from before any box was made, with "no well-defined expiration
+# date" (RFC 5280 4.1.2.5).
+VALID_FROM = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+VALID_UNTIL = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -88,15 +95,14 @@ def _make(site: SiteCertificate, box_id: str, names: list[x509.GeneralName]) -> 
         x509.NameAttribute(NameOID.COMMON_NAME, box_id),
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Clinical AI appliance"),
     ])  # fmt: skip
-    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .not_valid_before(VALID_FROM)
+        .not_valid_after(VALID_UNTIL)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(key, hashes.SHA256())

@@ -4,6 +4,7 @@ it is made anew, with a warning, when those names change, and kept otherwise."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import logging
 import socket
@@ -86,6 +87,17 @@ def test_the_certificate_is_made_anew_only_when_the_names_change(
 
     renewed.cert.write_bytes(b"-----BEGIN CERTIFICATE-----\ndamaged\n")
     assert ensure_site_certificate(folder, BOX, [ipaddress.ip_address(ADDRESS)]).fingerprint()
+
+
+def test_a_certificate_made_while_the_box_clock_is_years_off_is_valid_for_clients(
+    tmp_path: Path,
+) -> None:
+    """Clients judge the dates by their own clocks; the box's may read 2000 (a dead RTC battery)
+    or ten years ahead (a wrong digit in the wizard) when the certificate is made."""
+    made = ensure_site_certificate(tmp_path / "tls", BOX)
+    cert = x509.load_pem_x509_certificate(made.cert.read_bytes())
+    assert cert.not_valid_before_utc <= dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    assert cert.not_valid_after_utc.year == 9999  # RFC 5280: no well-defined expiration
 
 
 def test_the_box_name_and_address_come_from_the_wizard_once_saved(prepared: Served) -> None:
