@@ -8,7 +8,9 @@ lets it advance by at most twice the real time elapsed since (``CLOCK_BOOTTIME``
 round in this boot, or, after a restart, at least since the boot). So a forward jump is spent
 at that pace: a clock put right within days costs days of retention, and a box that was off
 catches up with the wall clock in as long as it was off. It never moves back; a clock behind it
-makes retention count from the clock (deleting less, never more). Why so: ADR 0010.
+makes retention count from the clock (deleting less, never more). A new box starts it no
+earlier than this release's date (:data:`RELEASED`), so that a clock behind at first boot and set
+right in the wizard is not taken for a jump. Why so: ADR 0010.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.fsutil import atomic_write
@@ -25,6 +28,11 @@ from appliance.fsutil import atomic_write
 log = logging.getLogger(__name__)
 
 CATCH_UP = 2.0  # how much faster than real time the trusted time may advance
+# No clock on a box running this release can be right before this day (move it on at each
+# release): a new box whose clock is behind starts its retention clock here, not in the past, so
+# that the technician who sets the clock right in the wizard does not look like a jump forward
+# (systemd's own floor, TIME_EPOCH, is the date systemd was built: years behind).
+RELEASED = datetime(2026, 11, 29, tzinfo=UTC).timestamp()
 _DAY = 86400.0
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -32,6 +40,10 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 def uptime() -> float:
     """Seconds since boot, suspend included (CLOCK_BOOTTIME: no one can set it)."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
 
 
 def _boot_id() -> str:
@@ -49,25 +61,32 @@ class RetentionClock:
     wall: Callable[[], float] = time.time
     uptime: Callable[[], float] = uptime
     boot_id: Callable[[], str] = _boot_id
+    floor: float = RELEASED
 
     def now(self) -> float:
         """The time retention counts from at this round (remembered for the next)."""
         wall, up, boot = self.wall(), self.uptime(), self.boot_id()
         saved = self._load()
-        if saved is None:
-            trusted = wall
+        if saved is None:  # a new box: its clock may be behind (a dead RTC), never before this
+            trusted = max(wall, self.floor)
         else:
             elapsed = up - float(saved["uptime"]) if saved["boot"] == boot and boot else up
             ahead = float(saved["trusted"]) + CATCH_UP * max(elapsed, 0.0)
             trusted = max(float(saved["trusted"]), min(wall, ahead))
         self._save({"trusted": trusted, "boot": boot, "uptime": up})
-        if wall - trusted > _DAY:
+        if wall < self.floor - _DAY:
+            log.warning(
+                "housekeeping: the clock shows %s, before this software was made (%s): nothing is "
+                "deleted until it is right. Set it in the console (Provisioning > Time zone and "
+                "clock).", _utc(wall), _utc(self.floor),
+            )  # fmt: skip
+        elif wall - trusted > _DAY:
             log.warning(
                 "housekeeping: the clock is %.0f days ahead of the time retention counts from "
                 "(%s); nothing is deleted before its time: retention catches up at twice real "
                 "time. If the clock is wrong, set it in the console (Provisioning > Time zone "
                 "and clock).",
-                (wall - trusted) / _DAY, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(trusted)),
+                (wall - trusted) / _DAY, _utc(trusted),
             )  # fmt: skip
         return min(trusted, wall)
 

@@ -24,7 +24,7 @@ from appliance.dicom.checks import InstanceInfo
 from appliance.dicom.store import StudyState, StudyStore
 from appliance.errors import StorageError
 from appliance.housekeeping import DAY, Housekeeper, RoundReport
-from appliance.retention import RetentionClock
+from appliance.retention import RELEASED, RetentionClock
 from appliance.trust.swtpm import Swtpm
 
 INDEX = 0x01500022
@@ -296,3 +296,17 @@ def test_a_damaged_retention_state_falls_back_to_the_clock_and_says_so(
     (tmp_path / "retention.json").write_text("{half")
     assert box.clock(tmp_path).now() == box.wall
     assert "retention.json unreadable" in caplog.text
+
+
+def test_a_new_box_whose_clock_is_behind_is_not_held_back_once_it_is_set_right(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead RTC boots a new box years back; the wizard then sets the clock right. That is a
+    correction, not a jump: the retention clock starts no earlier than this release."""
+    box = _Box()
+    box.wall = datetime(2023, 5, 1, tzinfo=UTC).timestamp()  # systemd's own floor, about
+    assert box.clock(tmp_path).now() == box.wall  # behind: counts from the clock, deletes less
+    assert "before this software was made" in caplog.text
+    box.run(3600, clock_set=RELEASED + 7 * DAY - box.wall)  # set right, a week after release
+    box.run(7 * DAY)
+    assert box.clock(tmp_path).now() == pytest.approx(box.wall), "still held back"
