@@ -30,7 +30,8 @@ from appliance.errors import (
 from appliance.fsutil import atomic_write
 from appliance.trust import recovery
 from appliance.trust.policy import differing_pcrs, normalize_pcrs, pcr_policy_digest
-from appliance.trust.tpm import PolicyCheckFailedError, SealedBlob, Tpm
+from appliance.trust.tpm import SealedBlob, Tpm
+from appliance.trust.tss import PolicyCheckFailedError
 
 log = logging.getLogger(__name__)
 

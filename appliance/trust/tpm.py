@@ -5,7 +5,8 @@ success or failure: swtpm has three object slots and no resource manager, so a l
 breaks the next caller. Sealed objects and NV indexes are created with ``noDA`` so that wrong
 guesses or unclean power-offs never feed the dictionary-attack counter.
 
-TSS2 exceptions are wrapped here, once, into the appliance's error hierarchy.
+TSS2 exceptions are wrapped here, once, into the appliance's error hierarchy (``tss.py`` reads
+their codes).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import (
@@ -49,10 +50,15 @@ from tpm2_pytss.types import (
     TPMT_SYM_DEF,
 )
 
-from appliance.errors import CounterError, TpmError, TpmLockoutError, TpmUnavailableError
+from appliance.errors import CounterError, TpmError, TpmUnavailableError
 from appliance.trust.policy import DIGEST_SIZE, normalize_pcrs
-
-T = TypeVar("T")
+from appliance.trust.tss import (
+    SealedBlobRejectedError,
+    blob_refused,
+    error_code,
+    translate,
+    wrap_tss,
+)
 
 # The storage primary is derived from the owner seed and this template alone, so it is the same
 # key on every boot without being stored: an ECC P-256 restricted decryption key (TCG SRK shape).
@@ -120,52 +126,6 @@ class LockoutStatus:
     max_tries: int
     recovery_s: int
     lockout_recovery_s: int
-
-
-class PolicyCheckFailedError(TpmError):
-    """The PCR policy did not match; the key store turns this into PcrMismatchError."""
-
-
-class SealedBlobRejectedError(TpmError):
-    """The TPM would not load a sealed blob: another TPM's, a cleared owner seed, or damaged."""
-
-
-def _rc_error(exc: TSS2_Exception) -> int:
-    return int(exc.error)
-
-
-_OUT_OF_SLOTS = (TPM2_RC.OBJECT_MEMORY, TPM2_RC.SESSION_MEMORY)
-
-
-def translate(what: str, exc: TSS2_Exception) -> TpmError | TpmLockoutError:
-    """The appliance error for a TSS2 exception raised while trying to ``what``."""
-    code = _rc_error(exc)
-    if code == TPM2_RC.LOCKOUT:
-        return TpmLockoutError(
-            f"the TPM is in dictionary-attack lockout and refused to {what}.",
-            "Wait for the lockout to expire (see `appliance trust status`), or clear it with "
-            "the lockout authorization: `tpm2_dictionarylockout --clear-lockout`.",
-        )
-    if code in _OUT_OF_SLOTS:
-        return TpmError(
-            f"the TPM has no free object or session slot to {what}.",
-            "Another program holds TPM objects without flushing them; stop it, or restart "
-            "the TPM service (`tpm2_flushcontext -t -s` clears them).",
-        )
-    if code in (TPM2_RC.POLICY_FAIL, TPM2_RC.VALUE) and what == "unseal":
-        return PolicyCheckFailedError(f"the TPM refused to {what}: PCR policy failed.")
-    return TpmError(
-        f"the TPM refused to {what}: {exc}.",
-        "Check `appliance trust status`; if it persists, collect the journal for support.",
-    )
-
-
-def wrap_tss(what: str, func: Callable[[], T]) -> T:
-    """Run ``func`` and translate a TSS2 exception into the appliance's error hierarchy."""
-    try:
-        return func()
-    except TSS2_Exception as exc:
-        raise translate(what, exc) from exc
 
 
 class Tpm:
@@ -240,7 +200,7 @@ class Tpm:
             try:
                 obj = self._esapi.load(primary, private, public)
             except TSS2_Exception as exc:
-                if _rc_error(exc) in _OUT_OF_SLOTS:
+                if not blob_refused(exc):
                     raise translate("load a sealed key", exc) from exc
                 raise SealedBlobRejectedError(
                     f"the TPM would not load the sealed key: {exc}.",
@@ -328,7 +288,7 @@ class Tpm:
         try:
             handle = self._esapi.tr_from_tpmpublic(index)
         except TSS2_Exception as exc:
-            if _rc_error(exc) == TPM2_RC.HANDLE:
+            if error_code(exc) == TPM2_RC.HANDLE:
                 return False
             raise TpmError(f"cannot look up NV index {index:#x}: {exc}.") from exc
         with contextlib.suppress(TSS2_Exception):
@@ -355,7 +315,7 @@ class Tpm:
             try:
                 data = self._esapi.nv_read(handle, 8, 0, auth_handle=handle)
             except TSS2_Exception as exc:
-                if _rc_error(exc) == TPM2_RC.NV_UNINITIALIZED:
+                if error_code(exc) == TPM2_RC.NV_UNINITIALIZED:
                     return None
                 raise CounterError(
                     f"cannot read the anti-rollback counter {index:#x}: {exc}.",

@@ -12,7 +12,8 @@ from appliance.trust.policy import (
     pcr_policy_digest,
     predict_extend,
 )
-from appliance.trust.tpm import PolicyCheckFailedError, Tpm
+from appliance.trust.tpm import Tpm
+from appliance.trust.tss import PolicyCheckFailedError
 
 
 def test_predicted_extend_matches_the_tpm(tpm: Tpm) -> None:
