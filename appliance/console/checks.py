@@ -139,7 +139,9 @@ def model_problems(models: tuple[ModelSummary, ...]) -> list[Problem]:
     ]
 
 
-def update_problems(update: AgentState) -> list[Problem]:
+def update_problems(update: AgentState, running: bool) -> list[Problem]:
+    """A failed update, or a commit left pending: ``update`` in COMMIT while no update process
+    (``running``: one holds the agent lock) is at work on it; the TPM stopped it, or the box."""
     if update.phase is Phase.FAILURE:
         return [
             Problem(
@@ -147,6 +149,16 @@ def update_problems(update: AgentState) -> list[Problem]:
                 "update",
                 f"the last update failed: {update.reason or '?'}",
                 "See `appliance update status`; retry with a valid signed bundle.",
+            )
+        ]
+    if update.phase is Phase.COMMIT and not running:
+        return [
+            Problem(
+                Level.ERROR,
+                "update",
+                f"{update.model} {update.version} passed validation but its commit did not "
+                "finish (the TPM did not answer); no other update installs until it does.",
+                "Once the TPM answers, `appliance update status` finishes it (never undone).",
             )
         ]
     return []

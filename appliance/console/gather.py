@@ -31,6 +31,7 @@ from appliance.store.slots import ModelStore
 from appliance.trust import core
 from appliance.trust.tpm import open_tpm
 from appliance.updates.agent import AgentPaths, AgentState, read_state
+from appliance.updates.lock import update_running
 
 AUDIT_LINES = 8
 AUDIT_WINDOW = timedelta(days=1)
@@ -79,13 +80,16 @@ class HealthSource:
         hw = guarded("hardware", lambda: self._hardware(problems))
         models = guarded("models", self._models)
         update = guarded("update", self._update)
+        running = guarded("update", lambda: update_running(self.config.updates_dir))
         audit = guarded("audit", self._audit)
         pending = guarded("break-glass", lambda: len(self.identity().unacknowledged_break_glass()))
         services, encryption = checks.services(self.units), checks.disk_encryption(self.config)
         system = self.monitor.sample()
         problems += checks.trust_problems(trust) if trust else []
         problems += checks.model_problems(models) if models is not None else []
-        problems += checks.update_problems(update) if update else []
+        # A lock that cannot be probed is a problem of its own, not a sign of a pending commit.
+        busy = running is None or running
+        problems += checks.update_problems(update, busy) if update else []
         problems += checks.break_glass_problems(pending or 0)
         problems += checks.service_problems(services)
         problems += checks.encryption_problems(encryption)

@@ -39,7 +39,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -48,10 +48,11 @@ from typing import Protocol
 from appliance.audit.auditor import Auditor
 from appliance.audit.records import AuditEvent, Outcome
 from appliance.errors import ApplianceError, StorageError, TrustError
-from appliance.fsutil import atomic_write, flocked
+from appliance.fsutil import atomic_write
 from appliance.store.slots import ModelStore, SlotName, SlotWriter
 from appliance.updates import reasons
 from appliance.updates.errors import TransitionError
+from appliance.updates.lock import agent_lock
 from appliance.updates.manifest import BoxProfile, Manifest
 from appliance.updates.sink import SlotSink
 from appliance.updates.verify import (
@@ -218,24 +219,16 @@ class UpdateAgent:
 
     # --- one bundle -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _exclusive(self, *, wait: bool) -> Iterator[bool]:
+    def _exclusive(self, *, wait: bool) -> contextlib.AbstractContextManager[bool]:
         """Hold ``updates/agent.lock``: one agent (CLI, USB service, console) works at a time.
 
         Yields False, without the lock, when ``wait`` is off and another process holds it.
         """
-        self.paths.updates.mkdir(parents=True, exist_ok=True)
-        path = self.paths.updates / "agent.lock"
-        with flocked(path, wait=False) as fd:
-            if fd is not None:
-                yield True
-                return
-        if not wait:
-            yield False
-            return
-        self._progress(Phase.IDLE, 0, 1, "waiting for the update already running")
-        with flocked(path):
-            yield True
+
+        def waiting() -> None:
+            self._progress(Phase.IDLE, 0, 1, "waiting for the update already running")
+
+        return agent_lock(self.paths.updates, wait=wait, waiting=waiting)
 
     def install(self, bundle: Path) -> AgentState:
         """Take ``bundle`` through the whole machine; returns the final state (DONE or FAILURE).
