@@ -192,10 +192,6 @@ class UpdateAgent:
 
     # --- persisted state ------------------------------------------------------------------
 
-    @property
-    def state_file(self) -> Path:
-        return self.paths.state
-
     def state(self) -> AgentState:
         return read_state(self.paths)
 
@@ -211,7 +207,7 @@ class UpdateAgent:
     def _record(self, state: AgentState, **changes: object) -> AgentState:
         """Persist ``state`` with ``changes`` (within a phase, or as _enter's transition)."""
         new = replace(state, updated=time.time(), **changes)  # type: ignore[arg-type]
-        atomic_write(self.state_file, new.to_json())
+        atomic_write(self.paths.state, new.to_json())
         return new
 
     def _progress(self, phase: Phase, done: int, total: int, message: str) -> None:
@@ -235,7 +231,8 @@ class UpdateAgent:
 
         Waits for an update another process runs. Refusals are not raised: they end in FAILURE
         with the reason, audited; so does a disk that cannot take the slot (full or failing), or
-        a TPM that stops answering before COMMIT, whose slot is cleared. Raises
+        a TPM that stops answering before COMMIT, whose slot is cleared; one the audit trail
+        cannot record (a checkpoint due while the TPM is away) says so in its reason. Raises
         CommitPendingError when a commit (this bundle's, or an interrupted one finished first)
         cannot finish for want of the TPM, and StorageError when storage cannot even record the
         failure.
@@ -401,12 +398,20 @@ class UpdateAgent:
 
     def _fail(self, state: AgentState, reason: str) -> AgentState:
         state = self._enter(state, Phase.FAILURE, reason=reason)
-        self._audit.append(
-            AuditEvent.UPDATE_REFUSED, actor=self._actor, outcome=Outcome.FAILURE,
-            model=f"{state.model} {state.version}" if state.model else None,
-            detail={"bundle": Path(state.bundle or "").name, "reason": reason[:500]},
-        )  # fmt: skip
-        self._progress(Phase.FAILURE, 1, 1, reason)
+        try:
+            self._audit.append(
+                AuditEvent.UPDATE_REFUSED, actor=self._actor, outcome=Outcome.FAILURE,
+                model=f"{state.model} {state.version}" if state.model else None,
+                detail={"bundle": Path(state.bundle or "").name, "reason": reason[:500]},
+            )  # fmt: skip
+        except ApplianceError as exc:
+            # The refusal stands (FAILURE is on disk, nothing changed); only the trail lacks it,
+            # most often for a checkpoint due while the TPM is away. The journal line is the
+            # record the trail misses, and the reason says so: a refusal, not a traceback.
+            log.error("update: %s, but the audit trail could not record it: %s",  # noqa: TRY400
+                      reason, exc.message)  # fmt: skip
+            state = self._record(state, reason=reasons.unrecorded(reason, exc))
+        self._progress(Phase.FAILURE, 1, 1, state.reason or reason)
         return state
 
     # --- after a power cut, and by hand ---------------------------------------------------

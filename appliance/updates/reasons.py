@@ -40,6 +40,14 @@ def interrupted(phase: str) -> str:
     )
 
 
+def unrecorded(reason: str, exc: ApplianceError) -> str:
+    """``reason`` for a refusal that stands but that the audit trail could not record."""
+    return (
+        f"{reason} (This refusal is not in the audit trail, which could not record it: "
+        f"{exc.message} The system journal holds it.)"
+    )
+
+
 def commit_pending(update: str, live: bool, exc: TrustError) -> CommitPendingError:
     """The error for the commit of ``update`` ("model version") that the TPM stopped; ``live``
     says whether its slot switch was done. A validated update is finished, never undone."""

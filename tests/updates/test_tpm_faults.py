@@ -167,3 +167,32 @@ def test_rollback_asked_while_a_commit_is_pending_goes_back_not_forward(
     assert box.active_version() == "1.0.0"
     assert box.agent().state().phase is Phase.DONE
     assert installed(box) == ["risk-demo 1.0.0", "risk-demo 1.1.0", "risk-demo 1.0.0"]
+
+
+def test_tpm_lost_when_the_refusal_is_due_a_checkpoint_the_refusal_is_still_returned(
+    config: Config, sim: RepoSim, swtpm: Swtpm, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every record anchors a checkpoint in the TPM here, so the refusal's own audit record
+    needs the TPM that made the refusal: the update ends in FAILURE all the same (on disk, the
+    slot cleared), and the technician and the journal are told what the trail lacks."""
+    with provisioned_box(replace(config, audit_checkpoint_every=1), sim.first_root()) as (rt, t):
+        box = Box(config, rt, sim, t)
+        box.agent().install(box.bundle("1.0.0"))
+        bundle = box.bundle("1.1.0")
+        agent = make_agent(rt, "tech", stop_at(swtpm, lambda e: e.phase is Phase.VERIFY))
+        state = agent.install(bundle)
+        assert state.phase is Phase.FAILURE, state
+        reason = state.reason or ""
+        assert reason.startswith("not installed: cannot reach the TPM"), reason
+        assert "insert the stick again once the TPM answers" in reason
+        assert "This refusal is not in the audit trail" in reason
+        assert agent.state() == state
+        assert box.active_version() == "1.0.0"
+        assert not agent.paths.pending.exists()
+        journal = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert any("the audit trail could not record it" in r.getMessage() for r in journal)
+        swtpm.start()
+        assert [r for r in rt.audit.records() if r.event is AuditEvent.UPDATE_REFUSED] == []
+        assert box.agent().resume() == state  # nothing left to undo or to record twice
+        assert box.agent().install(bundle).phase is Phase.DONE
+        assert installed(box) == ["risk-demo 1.0.0", "risk-demo 1.1.0"]
