@@ -2,7 +2,8 @@
 
 Mutable runtime state, kept apart from the frozen Config: the TPM endpoint (an embedded swtpm
 started if needed), and, once the box is enrolled, the audit log (its key unsealed from the TPM
-on first use) and the identity service that writes to it.
+on first use) and the identity service that writes to it (opening the log at its first record,
+so that a token checks without the TPM).
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from appliance.audit.anchor import DEFAULT_AUDIT_ANCHOR_INDEX, TpmCheckpointAnchor
-from appliance.audit.log import AuditLog
+from appliance.audit.auditor import Auditor
+from appliance.audit.log import AuditFields, AuditLog
+from appliance.audit.records import AuditEvent, AuditRecord
 from appliance.config import Config
 from appliance.errors import NotEnrolledError
 from appliance.identity.service import IdentityPolicy, IdentityService
@@ -71,17 +75,34 @@ class Runtime:
         return self._audit
 
     @property
+    def auditor(self) -> Auditor:
+        """The audit log for a service that may never write to it (identity, the update agent):
+        opened, its key unsealed, at the first append. Checking a token or reading an update's
+        state then needs no TPM; recording an event needs it as before."""
+        return _AuditOnFirstAppend(self)
+
+    @property
     def identity(self) -> IdentityService:
         if self._identity is None:
             self._store = IdentityStore(self.config.identity_db)
             self._identity = IdentityService(
-                self._store, self.audit, IdentityPolicy.from_config(self.config)
+                self._store, self.auditor, IdentityPolicy.from_config(self.config)
             )
         return self._identity
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+class _AuditOnFirstAppend:
+    """:attr:`Runtime.audit`, opened when the first record is appended."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def append(self, event: AuditEvent, **fields: Unpack[AuditFields]) -> AuditRecord:
+        return self._runtime.audit.append(event, **fields)
 
 
 @contextlib.contextmanager

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from appliance.cli.common import command
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, TpmUnavailableError, TrustError
 from appliance.identity.roles import Principal
 from appliance.runtime import Runtime
 from appliance.updates.agent import AgentState, Phase, ProgressEvent
 from appliance.updates.bundle import BUNDLE_SUFFIX
+from appliance.updates.errors import CommitPendingError
 
 
 def _actor(who: Principal | None) -> str:
@@ -76,23 +77,44 @@ def cmd_scan(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> in
     return 1 if failed else 0
 
 
+def _floor(rt: Runtime) -> tuple[str, bool]:
+    """The anti-rollback floor as `update status` shows it, and whether the TPM gave it."""
+    from appliance.updates.wiring import floor_counter
+
+    try:
+        return str(floor_counter(rt).read()), True
+    except TpmUnavailableError as exc:
+        return f"unknown (TPM not answering: {exc.message.rstrip('.')})", False
+    except TrustError as exc:
+        return f"unknown ({exc.message.rstrip('.')})", False
+
+
 def cmd_status(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
+    """The last update, the floor and every model's slots, an interrupted update finished or
+    undone first. What needs a TPM that does not answer (a pending commit, the floor) is said
+    instead of shown, and the exit code is then 1: the technician runs this to diagnose."""
     from appliance.updates.wiring import make_agent
 
     agent = make_agent(rt, _actor(who))
-    state = agent.resume()
+    pending: CommitPendingError | None = None
+    try:
+        state = agent.resume()
+    except CommitPendingError as exc:  # the state stays COMMIT; the rest can still be shown
+        state, pending = agent.state(), exc
     last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(state.updated)) if state.updated else ""
     print(f"last update:  {state.phase} {state.model or ''} {state.version or ''} {last}")
-    if state.reason:
-        print(f"              {state.reason}")
-    print(f"floor:        {agent._counter.read()}")
+    for line in (state.reason, str(pending) if pending else None):
+        if line:
+            print(f"              {line}")
+    floor, known = _floor(rt)
+    print(f"floor:        {floor}")
     for name in agent.store.models():
         st = agent.store.state(name)
         for slot, info in sorted(st.slots.items()):
             mark = "active" if slot is st.active else "      "
             what = f"{info.version} (bundle {info.epoch})" if info else "empty"
             print(f"model {name:<24} slot {slot} {mark} {what}")
-    return 0
+    return 1 if pending or not known else 0
 
 
 def cmd_rollback(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:

@@ -428,7 +428,7 @@ class UpdateAgent:
     def _resume(self) -> AgentState:
         state = self.state()
         if state.phase is Phase.COMMIT:
-            log.warning("update: finishing a commit interrupted by a restart")
+            log.warning("update: finishing an interrupted commit (a restart, or the TPM)")
             return self._commit(state)
         if state.phase in UNDO_ON_RESUME:
             log.warning("update: undoing an update interrupted during %s", state.phase)

@@ -55,14 +55,19 @@ def make_agent(
     return UpdateAgent(
         AgentPaths(rt.config.updates_dir, rt.config.models_dir),
         key=model_key,
-        counter=TpmCounter(rt.tcti, rt.config.counter_index),
-        audit=rt.audit,
+        counter=floor_counter(rt),
+        audit=rt.auditor,
         validator=gate,
         box=BoxProfile(ov.get_version(), frozenset(ov_core.available_devices)),
         actor=actor,
         on_progress=on_progress,
         crash_after=Phase(crash) if crash else None,
     )
+
+
+def floor_counter(rt: Runtime) -> TpmCounter:
+    """The anti-rollback floor of this box (the TPM is asked at each call, not here)."""
+    return TpmCounter(rt.tcti, rt.config.counter_index)
 
 
 def trust_vendor_root(rt: Runtime, data: bytes, actor: str) -> str:

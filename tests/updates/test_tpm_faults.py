@@ -196,3 +196,36 @@ def test_tpm_lost_when_the_refusal_is_due_a_checkpoint_the_refusal_is_still_retu
         assert box.agent().resume() == state  # nothing left to undo or to record twice
         assert box.agent().install(bundle).phase is Phase.DONE
         assert installed(box) == ["risk-demo 1.0.0", "risk-demo 1.1.0"]
+
+
+def test_status_while_the_tpm_is_away_shows_the_pending_commit_the_slots_and_no_floor(
+    box: Box, swtpm: Swtpm, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The technician runs `appliance update status` to find out what the box is doing, while
+    the TPM that stopped the commit is still away: what can be shown is shown, the rest says
+    why not, and the exit code says something is wrong."""
+    from appliance.cli import main
+
+    box.agent().install(box.bundle("1.0.0"))
+    validated = stop_at(swtpm, lambda e: e.phase is Phase.VALIDATE and e.done == e.total)
+    with pytest.raises(CommitPendingError):
+        make_agent(box.rt, "tech", validated).install(box.bundle("1.1.0"))
+    monkeypatch.setenv("APPLIANCE_TOKEN", box.token)
+    base = ["--state-dir", str(box.config.state_dir), "--tcti", box.config.device_tcti()]
+    assert main([*base, "update", "status"]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("last update:  commit risk-demo 1.1.0"), out
+    pending = [line for line in lines if "commit did not finish" in line]
+    assert len(pending) == 1, out  # one line: what, why, what to do
+    assert "risk-demo 1.1.0 passed validation but its commit did not finish" in pending[0]
+    assert "cannot reach the TPM" in pending[0]
+    assert "`appliance update status` finishes the commit" in pending[0]
+    assert "floor:        unknown (TPM not answering: cannot reach the TPM" in out
+    assert "slot a active 1.0.0 (bundle 1)" in out and "slot b        1.1.0 (bundle 2)" in out
+    assert "appliance: error" not in err  # shown as status, not as a failed command
+    swtpm.start()  # back: the same command finishes the commit
+    assert main([*base, "update", "status"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("last update:  done risk-demo 1.1.0"), out
+    assert "floor:        1" in out and "slot b active 1.1.0" in out
