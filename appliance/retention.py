@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.fsutil import atomic_write
+from appliance.setup.clock import SET_CLOCK_HINT
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,13 @@ class RetentionClock:
         if wall < self.floor - _DAY:
             log.warning(
                 "housekeeping: the clock shows %s, before this software was made (%s): nothing is "
-                "deleted until it is right. Set it in the console (Provisioning > Time zone and "
-                "clock).", _utc(wall), _utc(self.floor),
+                "deleted until it is right. %s", _utc(wall), _utc(self.floor), SET_CLOCK_HINT,
             )  # fmt: skip
         elif wall - trusted > _DAY:
             log.warning(
                 "housekeeping: the clock is %.0f days ahead of the time retention counts from "
                 "(%s); nothing is deleted before its time: retention catches up at twice real "
-                "time. If the clock is wrong, set it in the console (Provisioning > Time zone "
-                "and clock).",
-                (wall - trusted) / _DAY, _utc(trusted),
+                "time. %s", (wall - trusted) / _DAY, _utc(trusted), SET_CLOCK_HINT,
             )  # fmt: skip
         return min(trusted, wall)
 

@@ -199,12 +199,19 @@ def _check_size(geometry: PixelGeometry, limits: PixelLimits) -> None:
         setting = "instance"
     else:
         return
-    comment = f"decoded {what} {_size(size)} over the limit of {_size(limit)}"
-    raise RefusedInstanceError(
+    raise _over_limit(f"decoded {what}", size, limit, setting, f" ({geometry.describe()})")
+
+
+def _over_limit(
+    what: str, size: int, limit: int, setting: str, details: str = ""
+) -> RefusedInstanceError:
+    """The refusal of an instance larger than a ``dicom_max_<setting>_bytes`` limit."""
+    comment = f"{what} {_size(size)} over the limit of {_size(limit)}"
+    return RefusedInstanceError(
         StoreStatus.OUT_OF_RESOURCES,
         comment,
-        f"{comment} ({geometry.describe()}); if the sending device's images really are this "
-        f"large, raise dicom_max_{setting}_bytes in the box's configuration",
+        f"{comment}{details}; if the sending device's images really are this large, raise "
+        f"dicom_max_{setting}_bytes in the box's configuration",
     )
 
 
@@ -303,13 +310,7 @@ def read_received(path: Path, limits: PixelLimits = DEFAULT_LIMITS) -> Dataset:
     """
     size = path.stat().st_size
     if size > limits.instance_bytes + _METADATA_ALLOWANCE:
-        comment = f"instance {_size(size)} over the limit of {_size(limits.instance_bytes)}"
-        raise RefusedInstanceError(
-            StoreStatus.OUT_OF_RESOURCES,
-            comment,
-            f"{comment}; if the sending device's images really are this large, raise "
-            "dicom_max_instance_bytes in the box's configuration",
-        )
+        raise _over_limit("instance", size, limits.instance_bytes, "instance")
     try:
         ds = dcmread(path, defer_size=_DEFER_BYTES)
     except Exception as exc:  # pydicom raises what its parser meets: InvalidDicomError, EOF, ...

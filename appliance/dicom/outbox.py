@@ -37,6 +37,7 @@ from appliance.dicom.results import ResultObject
 from appliance.dicom.store import StudyStore, key_of
 from appliance.errors import ApplianceError, StorageError
 from appliance.fsutil import atomic_writer
+from appliance.setup.clock import SET_CLOCK_HINT
 
 log = logging.getLogger(__name__)
 ACTOR = "dicom-outbox"
@@ -58,6 +59,7 @@ class OutboxRow:
     file: str
     destination: str
     attempts: int
+    next_at: float
 
 
 def destinations(config: Config) -> list[Peer]:
@@ -126,7 +128,7 @@ class Outbox:
         return self._rows("SELECT {} FROM outbox WHERE state = ? ORDER BY id", (RowState.SENT,))
 
     def _rows(self, sql: str, args: tuple[Any, ...]) -> list[OutboxRow]:
-        cols = "id, study_uid, sop_uid, kind, file, destination, attempts"
+        cols = "id, study_uid, sop_uid, kind, file, destination, attempts, next_at"
         return [OutboxRow(*r) for r in self.store.execute(sql.format(cols), args)]
 
     def send_due(self) -> int:
@@ -137,16 +139,12 @@ class Outbox:
             "SELECT {} FROM outbox WHERE state = ? AND (next_at <= ? OR next_at > ?) ORDER BY id",
             (RowState.PENDING, now, now + self.max_delay),
         )
-        stranded = self.store.execute(
-            "SELECT COUNT(*), MAX(next_at) FROM outbox WHERE state = ? AND next_at > ?",
-            (RowState.PENDING, now + self.max_delay),
-        )[0]
-        if stranded[0]:  # each row once: trying it reschedules it on the clock as it is now
+        stranded = [r.next_at for r in due if r.next_at > now + self.max_delay]
+        if stranded:  # each row once: trying it reschedules it on the clock as it is now
             log.warning(
                 "dicom: %d result(s) were due up to %.1f days after the time the clock shows now: "
-                "it was set back. They are sent now. If the clock is wrong, set it in the "
-                "console (Provisioning > Time zone and clock).",
-                stranded[0], (stranded[1] - now) / 86400,
+                "it was set back. They are sent now. %s",
+                len(stranded), (max(stranded) - now) / 86400, SET_CLOCK_HINT,
             )  # fmt: skip
         peers = {p.ae_title: p for p in load_peers(self.config)}
         sent = 0

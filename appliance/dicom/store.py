@@ -50,6 +50,7 @@ from appliance.config import Config
 from appliance.dicom.checks import InstanceInfo, RefusedInstanceError, StoreStatus
 from appliance.errors import StorageError
 from appliance.fsutil import atomic_writer, flocked, fsync_dir, move_durably
+from appliance.setup.clock import SET_CLOCK_HINT
 from appliance.sqlitedb import Database, rollback
 
 log = logging.getLogger(__name__)
@@ -343,9 +344,8 @@ class StudyStore:
         if ahead[0] and ahead[1] - now > quiet_seconds:  # not a receiver a moment ahead of us
             log.warning(
                 "dicom: %d open study(ies) received up to %.1f days after the time the clock "
-                "shows now: it was set back. They close %.0f s from now. If the clock is wrong, "
-                "set it in the console (Provisioning > Time zone and clock).",
-                ahead[0], (ahead[1] - now) / 86400, quiet_seconds,
+                "shows now: it was set back. They close %.0f s from now. %s",
+                ahead[0], (ahead[1] - now) / 86400, quiet_seconds, SET_CLOCK_HINT,
             )  # fmt: skip
         return closed
 

@@ -13,11 +13,11 @@ import logging
 
 from appliance.errors import SessionExpiredError
 from appliance.identity.store import TokenRow
+from appliance.setup.clock import SET_CLOCK_HINT
 
 log = logging.getLogger(__name__)
 
 SLACK_S = 300.0
-SET_CLOCK = "If the clock is wrong, set it in the console (Provisioning > Time zone and clock)."
 _DAY = 86400.0
 
 
@@ -32,18 +32,18 @@ def token_ahead(row: TokenRow, now: float) -> SessionExpiredError | None:
     if row.kind == "session" and row.last_used - now > SLACK_S:
         log.warning("identity: a session last used %.1f days after the time the clock shows is "
                     "ended: the clock was set back. %s", (row.last_used - now) / _DAY,
-                    SET_CLOCK)  # fmt: skip
+                    SET_CLOCK_HINT)  # fmt: skip
         return SessionExpiredError(
             "the box's clock was set back since this session was last used; it is ended.",
-            "Log in again. " + SET_CLOCK,
+            "Log in again. " + SET_CLOCK_HINT,
         )
     if row.kind != "session" and row.issued - now > SLACK_S:
         log.warning("identity: token %s, issued %.1f days after the time the clock shows, is "
                     "refused until then: the clock was set back. %s", row.id,
-                    (row.issued - now) / _DAY, SET_CLOCK)  # fmt: skip
+                    (row.issued - now) / _DAY, SET_CLOCK_HINT)  # fmt: skip
         return SessionExpiredError(
             "this token was issued after the time the box's clock shows: the clock was set back.",
-            SET_CLOCK + " Or issue a new token (`appliance users token`).",
+            SET_CLOCK_HINT + " Or issue a new token (`appliance users token`).",
         )
     return None
 
@@ -55,5 +55,5 @@ def lockout_end(locked_until: float, now: float, lockout_s: float) -> float | No
         return None
     log.warning("identity: a lockout ended %.1f days after the time the clock shows: the clock "
                 "was set back; it now ends in %d minutes. %s", (locked_until - now) / _DAY,
-                lockout_s // 60, SET_CLOCK)  # fmt: skip
+                lockout_s // 60, SET_CLOCK_HINT)  # fmt: skip
     return now + lockout_s

@@ -15,6 +15,10 @@ from appliance.fsutil import atomic_write, fsync_dir
 from appliance.run import run
 
 ZONEINFO = Path("/usr/share/zoneinfo")
+# What every warning about a clock that jumped tells the reader to do (the wizard's step name).
+SET_CLOCK_HINT = (
+    "If the clock is wrong, set it in the console (Provisioning > Time zone and clock)."
+)
 CLOCK_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
