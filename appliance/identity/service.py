@@ -338,32 +338,50 @@ class IdentityService:
         return self._open_session(account.username, account.role, now, reason)
 
     def _failed(self, username: str, why: str) -> None:
-        self.audit.append(
-            AuditEvent.LOGIN_FAILED, actor=username, outcome=Outcome.FAILURE, detail={"why": why}
-        )
+        self._refusal(AuditEvent.LOGIN_FAILED, username, {"why": why})
+
+    def _refusal(
+        self, event: AuditEvent, username: str, detail: dict[str, str | int], *,
+        flagged: bool = False,
+    ) -> None:  # fmt: skip
+        """Audit a login refused (or the lockout it caused), after the refusal is counted.
+
+        Like access taken away (:meth:`_taken_away`), a refusal stands without its record: a
+        trail that cannot be written (a full disk, a TPM fault at a checkpoint) must neither stop
+        the failures being counted, which would open the door to password guessing, nor tell the
+        guesser that the trail is down. The caller gets the usual refusal; the journal says what
+        the trail misses.
+        """
+        try:
+            self.audit.append(event, actor=username, outcome=Outcome.FAILURE, detail=detail,
+                              flagged=flagged)  # fmt: skip
+        except ApplianceError as exc:
+            # The reason, not a traceback: the journal line is the record the trail lacks.
+            log.error("identity: a login as %r was refused (%s), but the audit trail could not "  # noqa: TRY400
+                      "record it: %s", username, event.value, exc.message)  # fmt: skip
 
     def _count_failure(self, username: str, exists: bool, now: float) -> None:
+        """Count a failed login against ``username`` and lock the account at the threshold:
+        committed first, then audited, so that a trail that fails cannot undo the count."""
+        locked_after = 0
+        if exists:
+            with self.store.transaction() as db:
+                db.execute("UPDATE accounts SET failed = failed + 1 WHERE username = ?",
+                           (username,))  # fmt: skip
+                account = self.store.account(username)
+                # A break-glass account is never locked: emergency access must stay possible;
+                # every failure is audited.
+                if (account and account.failed >= self.policy.lockout_threshold
+                        and account.role is not Role.BREAK_GLASS):  # fmt: skip
+                    db.execute("UPDATE accounts SET locked_until = ? WHERE username = ?",
+                               (now + self.policy.lockout_s, username))  # fmt: skip
+                    locked_after = account.failed
         self._failed(username, "bad credentials")
-        if not exists:
-            return
-        with self.store.transaction() as db:
-            db.execute("UPDATE accounts SET failed = failed + 1 WHERE username = ?", (username,))
-            account = self.store.account(username)
-            if account and account.failed >= self.policy.lockout_threshold:
-                if account.role is Role.BREAK_GLASS:
-                    return  # emergency access must stay possible; every failure is audited
-                db.execute(
-                    "UPDATE accounts SET locked_until = ? WHERE username = ?",
-                    (now + self.policy.lockout_s, username),
-                )
-                self.audit.append(
-                    AuditEvent.LOCKOUT,
-                    actor=username,
-                    outcome=Outcome.FAILURE,
-                    detail={"failures": account.failed, "minutes": int(self.policy.lockout_s / 60)},
-                    flagged=True,
-                )
-                log.warning("identity: account locked after %d failed logins", account.failed)
+        if locked_after:
+            log.warning("identity: account locked after %d failed logins", locked_after)
+            self._refusal(AuditEvent.LOCKOUT, username,
+                          {"failures": locked_after, "minutes": int(self.policy.lockout_s / 60)},
+                          flagged=True)  # fmt: skip
 
     def _open_session(
         self, username: str, role: Role, now: float, reason: str | None

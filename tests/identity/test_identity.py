@@ -91,6 +91,35 @@ def test_lockout_after_repeated_failures(
     timed.login("bob", PASSWORD)  # the lock expires
 
 
+def test_password_guessing_is_counted_while_the_trail_cannot_record_it(
+    runtime: Runtime, timed: IdentityService, admin: Principal, clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # The attack: make the trail fail (fill the disk, pull the TPM at a checkpoint), then guess
+    # passwords. Each guess must still count, and lock the account at the threshold; the guesser
+    # gets the usual refusal, not a hint that the trail is down; the journal has every refusal.
+    timed.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
+    before = len(events(runtime))
+    with broken_trail(runtime), caplog.at_level(logging.ERROR, "appliance.identity"):
+        for _ in range(5):
+            with pytest.raises(AuthenticationError) as refused:
+                timed.login("bob", "guess guess guess")
+            assert "audit" not in refused.value.message
+        with pytest.raises(AccountLockedError, match="locked after 5 failed logins"):
+            timed.login("bob", PASSWORD)  # even the right password
+    assert len(events(runtime)) == before  # the trail missed them: the journal has each
+    journal = [r.getMessage() for r in caplog.records]
+    assert all(line.startswith("identity: a login as 'bob' was refused (") and
+               "but the audit trail could not record it: the audit log folder" in line
+               for line in journal)  # fmt: skip
+    assert [line.split("(")[1].split(")")[0] for line in journal] == [
+        *["login-failed"] * 5, "lockout", "login-failed"]  # fmt: skip
+    with pytest.raises(AccountLockedError):  # the trail is back: the lock stands
+        timed.login("bob", PASSWORD)
+    clock.now += 16 * 60
+    timed.login("bob", PASSWORD)
+
+
 def test_admin_unlocks_a_locked_account(timed: IdentityService, admin: Principal) -> None:
     timed.add_account(admin, "bob", Role.CLINICIAN, PASSWORD)
     for _ in range(5):
