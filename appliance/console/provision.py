@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,25 @@ class Provisioning:
     def timezone(self) -> str:
         return clock.saved_timezone(self.config) or "UTC"
 
+    def set_time(self, when: datetime) -> None:
+        """Set the system clock to ``when`` (wall time in the box's zone), and record it.
+
+        A clock set wrong moves retention, sessions and certificates, so every change is in the
+        audit trail: at once on an enrolled box; before enrollment, when the trail has no key
+        yet, in the provisioning folder, from which :meth:`enroll` moves it into the trail.
+        """
+        if self.set_clock is None:
+            raise ConfigError("the clock can be set only on the box itself.",
+                              "Set it in the box's console.")  # fmt: skip
+        before = datetime.now(UTC)
+        self.set_clock(when)
+        change = {"action": "set-clock", "from": f"{before:%Y-%m-%d %H:%M:%S} UTC",
+                  "to": f"{when:%Y-%m-%d %H:%M:%S} {self.timezone()}"}  # fmt: skip
+        if self.enrolled():
+            self._clock_record(change)
+        else:
+            clock.note_clock_set(self.config, change)
+
     # --- trust ----------------------------------------------------------------------------
 
     def enrolled(self) -> bool:
@@ -124,7 +143,15 @@ class Provisioning:
             AuditEvent.TRUST_CHANGE, actor="provisioning", outcome=Outcome.SUCCESS,
             detail={"action": action, "pcrs": ",".join(map(str, self.config.pcrs))},
         )  # fmt: skip
+        # The clock changes made before the trail had its key.
+        for change in clock.noted_clock_sets(self.config):
+            self._clock_record({**change, "recorded": "at enrollment"})
+        clock.forget_clock_sets(self.config)
         return code
+
+    def _clock_record(self, change: dict[str, str]) -> None:
+        self.rt.audit.append(AuditEvent.CONFIG_CHANGE, actor="provisioning",
+                             outcome=Outcome.SUCCESS, detail=change)  # fmt: skip
 
     def luks_key(self) -> str | None:
         """The disk's recovery key left by the image's first boot, if still there."""

@@ -4,6 +4,7 @@ is set with ``timedatectl set-time``, only on the box itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import zoneinfo
 from datetime import datetime
@@ -63,6 +64,36 @@ def parse_clock(text: str) -> datetime:
         except ValueError:
             continue
     raise ConfigError(f"{text!r} is not a date and time.", "Write it as 2026-11-27 14:05.")
+
+
+def _noted(config: Config) -> Path:
+    return config.provisioning_dir / "clock-sets.json"
+
+
+def note_clock_set(config: Config, change: dict[str, str]) -> None:
+    """Keep a clock change made before enrollment (the audit trail has no key yet) until
+    enrollment records it in the trail (see console.provision)."""
+    changes = [*noted_clock_sets(config), change]
+    config.provisioning_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(_noted(config), json.dumps(changes).encode(), mode=0o600)
+
+
+def noted_clock_sets(config: Config) -> list[dict[str, str]]:
+    """The clock changes :func:`note_clock_set` kept, oldest first (none when unreadable: the
+    file is written atomically, so only tampering leaves it so)."""
+    try:
+        changes = json.loads(_noted(config).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return []
+    if not isinstance(changes, list):
+        return []
+    return [{str(k): str(v) for k, v in c.items()} for c in changes if isinstance(c, dict)]
+
+
+def forget_clock_sets(config: Config) -> None:
+    if _noted(config).exists():
+        _noted(config).unlink()
+        fsync_dir(config.provisioning_dir)
 
 
 def set_clock_command(when: datetime) -> list[str]:

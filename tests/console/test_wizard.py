@@ -29,6 +29,7 @@ from appliance.console.wizard.panes_trust import TrustPane
 from appliance.console.wizard.screen import WizardScreen
 from appliance.dicom.peers import load_peers
 from appliance.runtime import Runtime, open_runtime
+from appliance.setup import clock
 from appliance.setup.progress import Step, load_progress
 from appliance.setup.selftest import load_selftest
 from appliance.trust import core
@@ -315,6 +316,19 @@ def test_clock_is_set_through_the_setter_on_the_box(rt: Runtime, usb: Path) -> N
 
     drive(create_app(backends), scenario)
     assert wanted == [datetime(2026, 11, 27, 14, 5)]
+    # Set before enrollment, when the trail has no key: kept, then recorded at enrollment.
+    kept = clock.noted_clock_sets(rt.config)
+    assert [(c["action"], c["to"]) for c in kept] == [("set-clock", "2026-11-27 14:05:00 UTC")]
+    prov.enroll()
+    assert clock.noted_clock_sets(rt.config) == []
+    # On an enrolled box, straight into the trail.
+    prov.set_time(datetime(2026, 11, 28, 9, 30))
+    changes = [r.detail for r in rt.audit.records() if r.event is AuditEvent.CONFIG_CHANGE]
+    assert [(c["to"], c.get("recorded")) for c in changes] == [
+        ("2026-11-27 14:05:00 UTC", "at enrollment"),
+        ("2026-11-28 09:30:00 UTC", None),
+    ]
+    assert all(c["action"] == "set-clock" and c["from"].endswith(" UTC") for c in changes)
 
 
 def test_wizard_first_step_snapshot(snap_compare: Any, rt: Runtime, tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ class TimePane(StepPane):
             when = clock.parse_clock(wanted) if wanted else None
             self.prov.save_timezone(zone)
             if when is not None and self.prov.set_clock is not None:
-                self.prov.set_clock(when)
+                self.prov.set_time(when)
             self.done(zone + (f", clock set to {when:%Y-%m-%d %H:%M}" if when else ""))
 
         self.attempt(save)
