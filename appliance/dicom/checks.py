@@ -182,14 +182,14 @@ def pixel_geometry(ds: Dataset) -> PixelGeometry:
     return PixelGeometry(rows, columns, samples, int(bits), frames)
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
     """``count`` bytes in binary units, e.g. "64 MiB", "8.0 GiB"."""
     power = min(max(count.bit_length() - 1, 0) // 10, len(_UNITS) - 1)
     value = count / 1024**power
     return f"{value:.0f} {_UNITS[power]}" if value.is_integer() else f"{value:.1f} {_UNITS[power]}"
 
 
-def _check_size(geometry: PixelGeometry, limits: PixelLimits) -> None:
+def _checksize_text(geometry: PixelGeometry, limits: PixelLimits) -> None:
     """Refuse what would decode to more than ``limits`` allow, from the declared size alone."""
     frame = geometry.decoded_frame_bytes
     if frame > limits.frame_bytes:
@@ -206,7 +206,7 @@ def _over_limit(
     what: str, size: int, limit: int, setting: str, details: str = ""
 ) -> RefusedInstanceError:
     """The refusal of an instance larger than a ``dicom_max_<setting>_bytes`` limit."""
-    comment = f"{what} {_size(size)} over the limit of {_size(limit)}"
+    comment = f"{what} {size_text(size)} over the limit of {size_text(limit)}"
     return RefusedInstanceError(
         StoreStatus.OUT_OF_RESOURCES,
         comment,
@@ -236,7 +236,7 @@ def _check_pixels(ds: Dataset, syntax: UID, limits: PixelLimits, source: Path | 
     geometry = pixel_geometry(ds)
     # Before any decoding: a few kB of RLE or JPEG may declare gigabytes. Native data is checked
     # too, though its size is what arrived: the worker decodes it, as floats, later.
-    _check_size(geometry, limits)
+    _checksize_text(geometry, limits)
     expected = geometry.native_bytes
     if syntax.is_compressed:
         _check_decodable(ds, syntax, source)
@@ -299,6 +299,14 @@ def check_instance(
     _check_pixels(ds, transfer, limits, source)
     modality = str(ds.get("Modality") or STORAGE_CLASSES[sop_class])
     return InstanceInfo(sop_class, sop_uid, study_uid, series_uid, modality)
+
+
+def transfer_cap(limits: PixelLimits) -> int:
+    """The most bytes one data set may bring before its association is aborted in the middle:
+    twice what :func:`read_received` refuses with a status. An instance a little over the limit
+    is still received and refused with a reason the sender can show; one that never ends (a
+    broken or hostile sender) cannot fill the state partition, where it arrives."""
+    return 2 * (limits.instance_bytes + _METADATA_ALLOWANCE)
 
 
 def read_received(path: Path, limits: PixelLimits = DEFAULT_LIMITS) -> Dataset:

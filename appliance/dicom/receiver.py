@@ -38,6 +38,8 @@ from appliance.dicom.checks import (
     StoreStatus,
     check_instance,
     read_received,
+    size_text,
+    transfer_cap,
 )
 from appliance.dicom.peers import DEFAULT_AE_TITLE, Peer, load_peers
 from appliance.dicom.store import StudyStore, key_of
@@ -182,6 +184,8 @@ class _Handlers:
         self.config = config
         self.store = store
         self.addresses = PeerAddresses()
+        # Bytes of the data set arriving on each association (by id), -1 once aborted.
+        self._arriving: dict[int, int] = {}
 
     def admits(self, request: Any, client_address: Any) -> bool:
         """Whether a new connection comes from a configured peer's address (the server's
@@ -271,9 +275,42 @@ class _Handlers:
                  key_of(info.sop_uid), key_of(info.study_uid), calling)  # fmt: skip
         return 0x0000
 
+    def received(self, event: Any) -> None:
+        """Count the data set bytes of the instance arriving (each P-DATA PDU, in the
+        association's reader thread) and abort the association once they pass
+        :func:`transfer_cap`: the size is otherwise checked only when the data set is complete,
+        and one that never ends would fill the state partition it is written to."""
+        items = getattr(event.pdu, "presentation_data_value_items", None)
+        key = id(event.assoc)
+        count = self._arriving.get(key, 0)
+        if not items or count < 0:
+            return
+        for item in items:
+            value = item.presentation_data_value or b"\x00"
+            if value[0] & 0x01:  # a command fragment: the C-STORE request, not its data set
+                continue
+            count += len(value) - 1
+            if value[0] & 0x02:  # the data set's last fragment: the next one starts at 0
+                count = 0
+        cap = transfer_cap(PixelLimits.of(self.config))
+        if count <= cap:
+            self._arriving[key] = count
+            return
+        self._arriving[key] = -1
+        requestor = event.assoc.requestor
+        log.warning(
+            "dicom: association from AE %r at %s aborted: an instance passed %s as it arrived "
+            "(the limit is %s and what metadata may add); if the sending device's images really "
+            "are this large, raise dicom_max_instance_bytes in the box's configuration",
+            str(requestor.ae_title).strip(), requestor.address, size_text(cap),
+            size_text(self.config.dicom_max_instance_bytes),
+        )  # fmt: skip
+        event.assoc.abort()  # non-blocking in an event handler: the reader thread ends it
+
     def closed(self, event: Any) -> None:
         """Remove the file of an instance whose transfer the connection's end cut short (an
         abort, a dropped network): pynetdicom removes only the files its handler was given."""
+        self._arriving.pop(id(event.assoc), None)
         message = getattr(event.assoc.dimse, "message", None)
         partial = getattr(message, "_data_set_path", None)  # pynetdicom keeps it nowhere public
         if isinstance(partial, Path):
@@ -339,6 +376,7 @@ def start_receiver(
             (evt.EVT_ACCEPTED, handlers.accepted),
             (evt.EVT_C_ECHO, handlers.echo),
             (evt.EVT_C_STORE, handlers.on_store),
+            (evt.EVT_PDU_RECV, handlers.received),
             (evt.EVT_CONN_CLOSE, handlers.closed),
         ],
     )

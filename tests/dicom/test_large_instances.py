@@ -9,6 +9,7 @@ import dataclasses
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from appliance.config import Config
+from appliance.dicom.checks import PixelLimits, transfer_cap
 from appliance.dicom.receiver import Receiver, start_receiver
 from appliance.dicom.store import StudyStore
 
@@ -175,6 +177,39 @@ def test_file_over_the_instance_limit_is_refused_before_it_is_read(
     assert "raise dicom_max_instance_bytes" in caplog.text
     assert store.studies() == [] and not any(incoming.iterdir())
     assert dcmread(path).Rows == 16  # the file itself was valid: only its size was refused
+
+
+def test_data_set_that_does_not_end_is_cut_off_as_it_arrives(
+    tmp_path: Path,
+    box: Config,
+    incoming: Path,
+    small_box: Receiver,
+    store: StudyStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The attack: a sender (broken, or not a modality at all) whose data set goes on and on.
+    # Its size is checked when the data set is complete, so without a cap on the way in it
+    # would fill the state partition the data set is written to, and every file there with it.
+    cap = transfer_cap(PixelLimits.of(dataclasses.replace(box, dicom_max_instance_bytes=1 << 20)))
+    image = make_image()
+    image.private_block(0x0011, "PADDING", create=True).add_new(0x01, "OB", bytes(cap + (64 << 20)))
+    path = tmp_path / "endless.dcm"
+    image.save_as(path, enforce_file_format=True)
+    largest = 0
+    sending = threading.Thread(target=lambda: send(small_box.port, path), daemon=True)
+    sending.start()
+    while sending.is_alive():
+        largest = max([largest, *(p.stat().st_size for p in incoming.glob("tmp*.dcm")
+                                  if p.exists())])  # fmt: skip
+        time.sleep(0.01)
+    assert 0 < largest <= cap + (1 << 20), f"{largest >> 20} MiB arrived of a {cap >> 20} MiB cap"
+    assert f"aborted: an instance passed {cap >> 20} MiB as it arrived" in caplog.text
+    assert "raise dicom_max_instance_bytes" in caplog.text
+    _wait_for(lambda: not any(incoming.iterdir()), "the receiver to remove the partial file")
+    assert store.studies() == []
+    # The receiver takes the next instance as usual.
+    (status,) = send(small_box.port, make_image())
+    assert status.Status == 0x0000
 
 
 def test_files_of_transfers_a_crash_cut_short_are_removed_at_start(
