@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 import pytest
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from appliance.audit.records import AuditEvent
 from appliance.console import ConsoleApp, ConsoleBackends, create_app
-from appliance.console.screens.dashboard import DashboardScreen
+from appliance.console.screens.dashboard import PANELS, DashboardScreen
 from appliance.console.screens.login import LoginScreen
 from appliance.runtime import Runtime
 from tests.conftest import broken_trail
@@ -97,6 +98,38 @@ def test_login_reaches_the_dashboard_with_tpm_and_models(backends: ConsoleBacken
         assert pilot.app.screen.query_one("#banner").has_class("hidden")
 
     drive(create_app(backends), scenario)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["serial-80x24", "120x40"])
+def test_every_panel_shows_all_it_says_on_a_small_screen(
+    backends: ConsoleBackends, size: tuple[int, int]
+) -> None:
+    """On a serial line's 80 x 24 a problem and its action must not be cut off at a panel's
+    edge (they were, below the summary's "in red below"): each panel is as tall as its text,
+    and the keys scroll the dashboard to any of them."""
+
+    async def scenario(pilot: Pilot[None]) -> None:
+        await log_in(pilot, "alice", ADMIN_PASSWORD)
+        await settle(pilot)
+        # This machine has no TPM device: an error in the Trust panel, named by the summary.
+        assert "(TPM)" in text(pilot, "#summary")
+        screen = pilot.app.screen
+        for key in (*PANELS, "system-text"):
+            panel = screen.query_one(f"#{key}", Static)
+            inner = panel.content_size
+            needed = panel.get_content_height(inner, pilot.app.size, inner.width)
+            assert inner.height >= needed, f"{key}: {needed} lines of text, {inner.height} shown"
+        scroll = screen.query_one("#panels-scroll", VerticalScroll)
+        await pilot.press("end")
+        await pilot.pause()
+        assert scroll.scroll_y == scroll.max_scroll_y
+        assert (scroll.max_scroll_y > 0) == (size == (80, 24))  # 120 x 40 holds it all
+
+    async def main() -> None:
+        async with create_app(backends).run_test(size=size) as pilot:
+            await scenario(pilot)
+
+    asyncio.run(main())
 
 
 def test_the_health_check_looks_at_the_tpm_the_box_is_configured_with(

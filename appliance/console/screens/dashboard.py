@@ -8,7 +8,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Vertical
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Sparkline, Static
 
@@ -60,7 +60,9 @@ class DashboardScreen(Screen[None]):
         who = f"{self.principal.username} ({self.principal.role})"
         yield Static(f"Logged in as {who}", id="session")
         yield Static("Gathering health…", id="summary")
-        with Grid(id="panels"):
+        # Each panel as tall as what it says (a problem and its action are never cut off), the
+        # whole grid scrolled with the arrow and page keys where the screen is short (80 x 24).
+        with VerticalScroll(id="panels-scroll"), Grid(id="panels"):
             for key, (title, _render) in PANELS.items():
                 panel = Static("…", id=key, classes="panel")
                 panel.border_title = title

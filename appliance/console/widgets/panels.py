@@ -107,5 +107,7 @@ def system(report: HealthReport) -> Text:
 def summary(report: HealthReport) -> Text:
     errors = [p for p in report.problems if p.level is Level.ERROR]
     if errors:
-        return Text(f"{len(errors)} problem(s) need action (in red below).", RED)
+        subjects = ", ".join(dict.fromkeys(p.subject for p in errors))
+        return Text(f"{len(errors)} problem(s) need action, in red below ({subjects}); "
+                    "arrow and page keys scroll.", RED)  # fmt: skip
     return Text("No errors.", GREEN)
