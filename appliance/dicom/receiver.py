@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
@@ -66,6 +66,9 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
 ]
 _REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_UNKNOWN = 0x01, 0x01, 0x03
+# The longest PDU the receiver reads: 64 times the 16 KiB it tells peers at association (the
+# most a P-DATA PDU may hold), far above any A-ASSOCIATE-RQ with every class in every syntax.
+MAX_PDU_BYTES = 1 << 20
 _TAKES = (
     "this box takes CT, MR, CR, DX and SC images (CT, MR, CR, Digital X-Ray and Secondary "
     "Capture Image Storage) in Explicit or Implicit VR Little Endian, RLE, JPEG or JPEG 2000: "
@@ -205,6 +208,30 @@ class _Handlers:
             address,
         )
         return False
+
+    def opened(self, event: Any) -> None:
+        """Bound each PDU's read (EVT_CONN_OPEN, before the association reads anything).
+
+        pynetdicom reads a PDU whole into memory, however long its header says it is (up to
+        4 GiB), before any check sees it: one connection, even before its AE title is checked,
+        could run the box out of memory. A longer PDU closes the connection instead.
+        """
+        sock = event.assoc.dul.socket
+        read = sock.recv
+        address = str(event.address[0]) if event.address else "?"
+
+        def bounded(nr_bytes: int) -> bytearray:
+            if nr_bytes > MAX_PDU_BYTES:
+                log.warning(
+                    "dicom: connection from %s closed: it announced a PDU of %s, more than the "
+                    "%s the box reads (peers are told 16 KiB at association); check the sending "
+                    "device's maximum PDU length", address, size_text(nr_bytes),
+                    size_text(MAX_PDU_BYTES),
+                )  # fmt: skip
+                raise OSError(f"a PDU of {nr_bytes} bytes is refused")
+            return cast(bytearray, read(nr_bytes))
+
+        sock.recv = bounded
 
     def requested(self, event: Any) -> None:
         requestor = event.assoc.requestor
@@ -366,12 +393,14 @@ def start_receiver(
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     ae.require_called_aet = True  # an association meant for another AE is not ours to accept
     ae.maximum_associations = 16
+    ae.maximum_pdu_size = 16382  # pynetdicom's default, told to peers (see MAX_PDU_BYTES)
     ae.network_timeout = ae.acse_timeout = 30
     ae.dimse_timeout = 60
     server: Any = ae.start_server(
         (host, config.dicom_port if port is None else port),
         block=False,
         evt_handlers=[
+            (evt.EVT_CONN_OPEN, handlers.opened),
             (evt.EVT_REQUESTED, handlers.requested),
             (evt.EVT_ACCEPTED, handlers.accepted),
             (evt.EVT_C_ECHO, handlers.echo),

@@ -6,6 +6,8 @@ leaves no file behind, and a file larger than the site's limit is refused before
 from __future__ import annotations
 
 import dataclasses
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -209,6 +211,40 @@ def test_data_set_that_does_not_end_is_cut_off_as_it_arrives(
     assert store.studies() == []
     # The receiver takes the next instance as usual.
     (status,) = send(small_box.port, make_image())
+    assert status.Status == 0x0000
+
+
+def test_a_pdu_announced_huge_is_not_read_into_memory(
+    receiver: Receiver, store: StudyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The attack: from a peer's address, before any AE title is checked, a PDU header that
+    # announces 4 GiB, then bytes for as long as the box reads them. pynetdicom reads a PDU
+    # whole before anything sees it, so without a bound the box fills its memory.
+    header = struct.pack(">BBL", 0x01, 0, 0xFFFFFFF0)  # an A-ASSOCIATE-RQ of 4 GiB
+    chunk = bytes(1 << 20)
+
+    def attack() -> int:
+        sent = 0
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as conn:
+            try:
+                conn.sendall(header)
+                for _ in range(64):  # 64 MiB, unless the box closes the connection first
+                    conn.sendall(chunk)
+                    sent += len(chunk)
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(4096):
+                    pass
+            except OSError:  # reset by the box: what a bounded read does
+                pass
+        return sent
+
+    sent, peak = _peak_while(attack)
+    assert peak < 8 << 20, f"the receiver held {peak >> 20} MiB of a PDU it should not read"
+    assert sent < 32 << 20, f"the box read {sent >> 20} MiB of a PDU announced as 4 GiB"
+    assert "closed: it announced a PDU of 4.0 GiB, more than the 1 MiB the box reads" in (
+        caplog.text
+    )
+    (status,) = send(receiver.port, make_image())  # and takes the next association as usual
     assert status.Status == 0x0000
 
 
