@@ -466,10 +466,19 @@ class UpdateAgent:
                 "Ask the vendor for a signed bundle of the version you need.",
             )
         self.store.activate(model, target)
-        self._audit.append(
-            AuditEvent.UPDATE_INSTALLED, actor=self._actor, outcome=Outcome.SUCCESS,
-            model=f"{model} {info.version}", detail={"action": "rollback", "slot": str(target)},
-        )  # fmt: skip
+        try:
+            self._audit.append(
+                AuditEvent.UPDATE_INSTALLED, actor=self._actor, outcome=Outcome.SUCCESS,
+                model=f"{model} {info.version}", detail={"action": "rollback", "slot": str(target)},
+            )  # fmt: skip
+        except ApplianceError as exc:
+            # No record, no change: which model reads the clinic's studies is in the trail.
+            self.store.activate(model, current.active)
+            raise ApplianceError(
+                f"'{model}' was not rolled back: the audit trail could not record it: "
+                f"{exc.message}",
+                exc.hint or "Run `appliance audit verify` and check the state partition.",
+            ) from exc
         return target
 
 

@@ -28,7 +28,7 @@ from appliance.updates.agent import Phase, ProgressEvent, UpdateAgent
 from appliance.updates.wiring import make_agent
 from provisioning.testmodel import build_model_dir
 from provisioning.vendor import build_bundle
-from tests.conftest import run_until_ready
+from tests.conftest import broken_trail, run_until_ready
 
 from .conftest import NOT_BEFORE, RepoSim, provisioned_box
 
@@ -124,6 +124,20 @@ def test_rollback_to_the_previous_slot_counter_permitting(box: Box) -> None:
     TpmCounter(box.rt.tcti, box.config.counter_index).advance_to(box.floor() + 5)
     with pytest.raises(ApplianceError, match="below the anti-rollback floor"):
         box.agent().rollback_model("risk-demo")
+
+
+def test_no_rollback_that_the_audit_trail_cannot_record(box: Box) -> None:
+    # Which model reads the clinic's studies is in the trail: a rollback it cannot record (a
+    # full disk, a failing one) is undone and refused, not left in force unrecorded.
+    box.agent().install(box.bundle("1.0.0"))
+    box.agent().install(box.bundle("1.1.0"))
+    with broken_trail(box.rt), pytest.raises(ApplianceError) as refused:
+        box.agent().rollback_model("risk-demo")
+    not_done = "'risk-demo' was not rolled back: the audit trail could not record it: the audit"
+    assert refused.value.message.startswith(not_done)
+    assert box.active_version() == "1.1.0"
+    assert box.agent().rollback_model("risk-demo") is SlotName.A  # the trail is back
+    assert box.active_version() == "1.0.0"
 
 
 def test_installed_bundles_signed_time_refuses_metadata_stale_by_it(box: Box) -> None:
