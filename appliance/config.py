@@ -58,6 +58,9 @@ class Config:
     # 1 GiB is 2,000 frames of 512 x 512 at 16 bits, several times an enhanced CT or MR series.
     dicom_max_frame_bytes: int = 64 * 2**20
     dicom_max_instance_bytes: int = 2**30
+    # DICOM: the most associations one address may hold at once, of the receiver's 16: a device
+    # that opens connections and says nothing holds each for 30 s, and must not hold them all.
+    dicom_max_associations_per_address: int = 8
     log_level: str = "INFO"
     box_id: str = "appliance"
     # Identity: HIPAA 164.312(a)(2)(iii) automatic logoff, and lockout after failed logins.
@@ -155,6 +158,7 @@ _POSITIVE_INTS = {
     "study_quiet_seconds",
     "dicom_max_frame_bytes",
     "dicom_max_instance_bytes",
+    "dicom_max_associations_per_address",
 }
 
 

@@ -183,9 +183,10 @@ class Receiver:
 class _Handlers:
     """The event handlers of one receiver (they need the config and the store)."""
 
-    def __init__(self, config: Config, store: StudyStore) -> None:
+    def __init__(self, config: Config, store: StudyStore, ae: Any) -> None:
         self.config = config
         self.store = store
+        self.ae = ae  # pynetdicom's AE: the associations it holds
         self.addresses = PeerAddresses()
         # Bytes of the data set arriving on each association (by id), -1 once aborted.
         self._arriving: dict[int, int] = {}
@@ -200,13 +201,29 @@ class _Handlers:
             log.warning("dicom: connection from %s refused, the peer list cannot be read: %s",
                         address, exc)  # fmt: skip
             return False
-        if self.addresses.has(peers, address):
+        if not self.addresses.has(peers, address):
+            log.warning(
+                "dicom: connection from %s refused: no configured peer has this address "
+                "(add it in the console, Provisioning > PACS peers)",
+                address,
+            )
+            return False
+        return self._has_room(address)
+
+    def _has_room(self, address: str) -> bool:
+        """Whether ``address`` holds fewer associations than it may: a device that connects and
+        says nothing holds each connection until the 30 s timeout, and one address must not
+        hold every one of the receiver's, keeping the other modalities out."""
+        held = sum(1 for assoc in self.ae.active_associations
+                   if str(assoc.requestor.address) == address)  # fmt: skip
+        most = self.config.dicom_max_associations_per_address
+        if held < most:
             return True
         log.warning(
-            "dicom: connection from %s refused: no configured peer has this address "
-            "(add it in the console, Provisioning > PACS peers)",
-            address,
-        )
+            "dicom: connection from %s refused: it already holds %d associations, the most one "
+            "address may (dicom_max_associations_per_address); check that device's DICOM "
+            "settings, or raise the limit for a PACS that sends in more at once", address, held,
+        )  # fmt: skip
         return False
 
     def opened(self, event: Any) -> None:
@@ -386,8 +403,8 @@ def start_receiver(
     # sender sends them again.
     for partial in store.incoming.glob("tmp*.dcm"):
         partial.unlink(missing_ok=True)
-    handlers = _Handlers(config, store)
     ae = AE(ae_title=ae_title)
+    handlers = _Handlers(config, store, ae)
     ae.add_supported_context(VERIFICATION)
     for sop_class in STORAGE_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)

@@ -23,11 +23,12 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 
-from appliance.dicom.peers import Peer
-from appliance.dicom.receiver import PeerAddresses, Receiver
+from appliance.config import Config
+from appliance.dicom.peers import Peer, save_peers
+from appliance.dicom.receiver import PeerAddresses, Receiver, start_receiver
 from appliance.dicom.store import StudyState, StudyStore, read_images
 
-from .conftest import MODALITY_CLASS, as_file, make_image, send
+from .conftest import MODALITY_CLASS, SCU_AE, as_file, make_image, send
 
 
 @pytest.mark.parametrize("modality", ["CT", "MR", "CR", "DX", "OT"])
@@ -101,6 +102,48 @@ def test_silent_connections_from_a_stranger_do_not_lock_out_the_peers(
     finally:
         for sock in stranger:
             sock.close()
+
+
+def test_one_address_cannot_hold_every_association(
+    box: Config, store: StudyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The attack, or a broken device: a peer's address opens connections and says nothing, each
+    # held until the 30 s timeout (pynetdicom keeps the slot that long even once the connection
+    # is closed). It may hold a few; the other modalities keep the rest.
+    save_peers(box, [Peer(SCU_AE, "127.0.0.1", 104, "test modality"),
+                     Peer("MODALITY2", "127.0.0.3", 104, "the CT next door")])  # fmt: skip
+    rx = start_receiver(box, store, host="127.0.0.1", port=0)
+    most = box.dicom_max_associations_per_address
+    hog: list[socket.socket] = []
+    try:
+        for _ in range(16):  # every association the receiver has
+            hog.append(socket.create_connection(("127.0.0.1", rx.port)))
+            time.sleep(0.1)  # each association's thread starts before the next connection
+        held = [sock for sock in hog if _still_open(sock)]
+        assert len(held) == most, "the address held more associations than it may"
+        assert f"127.0.0.1 refused: it already holds {most} associations" in caplog.text
+        assert "dicom_max_associations_per_address" in caplog.text
+        ae = AE(ae_title="MODALITY2")  # another peer gets in meanwhile
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", rx.port, ae_title="APPLIANCE",
+                             bind_address=("127.0.0.3", 0))  # fmt: skip
+        assert assoc.is_established
+        assoc.release()
+    finally:
+        for sock in hog:
+            sock.close()
+        rx.stop()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the box kept ``sock`` open (a refused connection is closed at once)."""
+    sock.settimeout(0.3)
+    try:
+        return sock.recv(1) != b""
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
 
 
 def _refused(receiver: Receiver, store: StudyStore, item: Dataset | Path, **kw: str) -> Dataset:
