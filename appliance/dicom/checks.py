@@ -189,7 +189,7 @@ def size_text(count: int) -> str:
     return f"{value:.0f} {_UNITS[power]}" if value.is_integer() else f"{value:.1f} {_UNITS[power]}"
 
 
-def _checksize_text(geometry: PixelGeometry, limits: PixelLimits) -> None:
+def _check_size(geometry: PixelGeometry, limits: PixelLimits) -> None:
     """Refuse what would decode to more than ``limits`` allow, from the declared size alone."""
     frame = geometry.decoded_frame_bytes
     if frame > limits.frame_bytes:
@@ -236,7 +236,7 @@ def _check_pixels(ds: Dataset, syntax: UID, limits: PixelLimits, source: Path | 
     geometry = pixel_geometry(ds)
     # Before any decoding: a few kB of RLE or JPEG may declare gigabytes. Native data is checked
     # too, though its size is what arrived: the worker decodes it, as floats, later.
-    _checksize_text(geometry, limits)
+    _check_size(geometry, limits)
     expected = geometry.native_bytes
     if syntax.is_compressed:
         _check_decodable(ds, syntax, source)
