@@ -84,7 +84,7 @@ class Housekeeper:
         "Now" is the :class:`~appliance.retention.RetentionClock`'s: a clock set ahead by
         mistake deletes nothing before its time.
         """
-        clock = RetentionClock(self.config.state_dir / "retention.json", self.clock, self.uptime)
+        clock = RetentionClock(self.config.state_dir / retention.FILE_NAME, self.clock, self.uptime)
         try:
             now = clock.now()
         except ApplianceError as exc:  # its state cannot be saved: this round cannot be trusted

@@ -35,6 +35,7 @@ CATCH_UP = 2.0  # how much faster than real time the trusted time may advance
 # (systemd's own floor, TIME_EPOCH, is the date systemd was built: years behind).
 RELEASED = datetime(2026, 11, 29, tzinfo=UTC).timestamp()
 _DAY = 86400.0
+FILE_NAME = "retention.json"  # in the state folder
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -102,3 +103,44 @@ class RetentionClock:
 
     def _save(self, state: dict[str, float | str]) -> None:
         atomic_write(self.path, json.dumps(state).encode())
+
+
+@dataclass
+class StampClock:
+    """The time a new record's retention counts from (``created``): the wall clock, but never
+    behind the retention clock's trusted time plus the real time since it was saved.
+
+    A result made while the clock is behind (a dead RTC, a wrong date typed in) would otherwise
+    look as old as the clock is wrong, and go at the first round after the clock is set right:
+    months early, or at once. The floor is never ahead of real time (the trusted time never is,
+    and only ``CLOCK_BOOTTIME`` is added to it), so a right clock always wins; a clock set ahead
+    stamps ahead, as before (kept longer, never deleted early). ``retention.json`` is read again
+    every ``reload_s`` seconds; between reads the floor advances with the time since boot.
+    """
+
+    path: Path
+    wall: Callable[[], float] = time.time
+    uptime: Callable[[], float] = uptime
+    boot_id: Callable[[], str] = _boot_id
+    reload_s: float = 300.0
+    _floor: tuple[float, float] | None = None  # (trusted time, uptime it stands for)
+    _read_at: float | None = None
+
+    def __call__(self) -> float:
+        up = self.uptime()
+        if self._read_at is None or up - self._read_at >= self.reload_s or up < self._read_at:
+            self._read_at, self._floor = up, self._read(up)
+        if self._floor is None:
+            return self.wall()
+        trusted, at = self._floor
+        return max(self.wall(), trusted + max(up - at, 0.0))
+
+    def _read(self, up: float) -> tuple[float, float] | None:
+        try:
+            data = json.loads(self.path.read_bytes())
+            trusted, boot = float(data["trusted"]), str(data["boot"])
+            saved_up = float(data["uptime"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none yet, or damaged (housekeeping says so): the wall clock alone
+        # Saved in another boot: how long ago is unknown, so it counts from now (never ahead).
+        return trusted, (saved_up if boot == self.boot_id() and boot else up)

@@ -224,7 +224,8 @@ def per_request_server(api: ApiServer, rt: Runtime) -> Iterator[ApiServer]:
     commit per result."""
     services = dataclasses.replace(
         api.services, audit=rt.audit,
-        results=ResultStore(api.services.results.path, group_commit=False),
+        results=ResultStore(api.services.results.path, group_commit=False,
+                            clock=api.services.results.clock),
     )  # fmt: skip
     before = ApiServer(services, "127.0.0.1", 0, api.tls)
     before.start()

@@ -24,7 +24,7 @@ from appliance.dicom.checks import InstanceInfo
 from appliance.dicom.store import StudyState, StudyStore
 from appliance.errors import StorageError
 from appliance.housekeeping import DAY, Housekeeper, RoundReport
-from appliance.retention import RELEASED, RetentionClock
+from appliance.retention import RELEASED, RetentionClock, StampClock
 from appliance.trust.swtpm import Swtpm
 
 INDEX = 0x01500022
@@ -310,3 +310,43 @@ def test_a_new_box_whose_clock_is_behind_is_not_held_back_once_it_is_set_right(
     box.run(3600, clock_set=RELEASED + 7 * DAY - box.wall)  # set right, a week after release
     box.run(7 * DAY)
     assert box.clock(tmp_path).now() == pytest.approx(box.wall), "still held back"
+
+
+def test_a_result_made_while_the_clock_is_behind_is_not_pruned_once_it_is_set_right(
+    tmp_path: Path, audit: AuditLog
+) -> None:
+    """The clock is set a year back by mistake (or a dead RTC boots the box behind) and results
+    come in; then it is put right. Stamped by the wall clock, they would look a year old and go
+    at the next round; stamped by the retention floor, they keep their 90 days."""
+    box = _Box()
+    config = Config(state_dir=tmp_path, results_retention_days=90)
+    # This boot's id, as the housekeeper's retention clock has it.
+    stamp = StampClock(tmp_path / "retention.json", lambda: box.wall, lambda: box.up)
+    results = ResultStore(tmp_path / "results.db", clock=stamp)
+    keeper = Housekeeper(config, audit, results, None, clock=lambda: box.wall,
+                         uptime=lambda: box.up)  # fmt: skip
+    keeper.round()  # the first round: the retention clock trusts the (right) clock
+    box.run(3600, clock_set=-365 * DAY)
+    _put(results, "made while the clock was behind")
+    made = results.get("made while the clock was behind").created
+    assert made == pytest.approx(box.wall + 365 * DAY)  # the real time: trusted + time since
+    box.run(DAY, clock_set=365 * DAY)  # put right a day later
+    assert keeper.round().results == 0
+    assert results.count() == 1
+    box.run(91 * DAY)
+    assert keeper.round().results == 1  # after its 90 days, as any result
+    results.close()
+
+
+def test_the_stamp_is_never_ahead_of_a_clock_that_is_right(tmp_path: Path) -> None:
+    box = _Box()
+    stamp = StampClock(tmp_path / "retention.json", lambda: box.wall, lambda: box.up,
+                       lambda: box.boot, reload_s=0.0)  # fmt: skip
+    assert stamp() == box.wall  # no retention state yet: the clock
+    box.clock(tmp_path).now()
+    box.run(3 * DAY)
+    assert stamp() == box.wall
+    box.reboot(off_for=10 * DAY)  # saved in another boot: counts from now, not from then
+    assert stamp() == box.wall
+    box.run(DAY, clock_set=-30 * DAY)
+    assert box.wall < stamp() <= box.wall + 30 * DAY

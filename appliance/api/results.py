@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,11 +93,11 @@ PRUNE_CHUNK = 500
 
 
 def _row(
-    request_id: str, actor: str, route: str, provenance: Mapping[str, str], inputs_sha256: str,
-    outputs: Any,
+    request_id: str, created: float, actor: str, route: str, provenance: Mapping[str, str],
+    inputs_sha256: str, outputs: Any,
 ) -> Row:  # fmt: skip
     text = outputs if isinstance(outputs, EncodedJson) else json.dumps(outputs)
-    return (request_id, time.time(), actor, route, json.dumps(dict(provenance)), inputs_sha256,
+    return (request_id, created, actor, route, json.dumps(dict(provenance)), inputs_sha256,
             text)  # fmt: skip
 
 
@@ -117,9 +117,14 @@ class ResultStore:
     benchmark) they commit on a thread of their own instead.
     """
 
-    def __init__(self, path: Path, *, group_commit: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, group_commit: bool = True, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``clock`` stamps each row's ``created``, which retention counts from (the box passes
+        a :class:`~appliance.retention.StampClock`)."""
         self.path = path
         self.group_commit = group_commit
+        self.clock = clock
         self._database = Database(path, _SCHEMA, "results database")
         self._committer: GroupCommitter[Row, None] | None = None
         self._lock = threading.Lock()
@@ -132,14 +137,16 @@ class ResultStore:
         inputs_sha256: str, outputs: Any,
     ) -> None:  # fmt: skip
         """Store a result durably; returns only once it is on disk."""
-        self._put_one(_row(request_id, actor, route, provenance, inputs_sha256, outputs))
+        self._put_one(
+            _row(request_id, self.clock(), actor, route, provenance, inputs_sha256, outputs)
+        )
 
     def put_grouped(
         self, request_id: str, *, actor: str, route: str, provenance: Mapping[str, str],
         inputs_sha256: str, outputs: Any,
     ) -> None:  # fmt: skip
         """As :meth:`put`, group-committed: returns once the row's transaction is durable."""
-        row = _row(request_id, actor, route, provenance, inputs_sha256, outputs)
+        row = _row(request_id, self.clock(), actor, route, provenance, inputs_sha256, outputs)
         if not self.group_commit:
             self._put_one(row)
             return
@@ -150,7 +157,7 @@ class ResultStore:
         inputs_sha256: str, outputs: Any,
     ) -> None:  # fmt: skip
         """As :meth:`put_grouped`, awaited without blocking the event loop."""
-        row = _row(request_id, actor, route, provenance, inputs_sha256, outputs)
+        row = _row(request_id, self.clock(), actor, route, provenance, inputs_sha256, outputs)
         if not self.group_commit:
             await asyncio.to_thread(self._put_one, row)
             return

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from appliance import __version__, hardware
+from appliance import __version__, hardware, retention
 from appliance.api.app import DEFAULT_BODY_TIMEOUT_S, create_app, watchdog_interval
 from appliance.api.connections import with_header_deadline
 from appliance.api.deps import ApiServices
@@ -23,6 +23,7 @@ from appliance.audit.group import GroupAuditor
 from appliance.dicom.checks import PixelLimits
 from appliance.errors import ApplianceError
 from appliance.inference.registry import ModelRegistry
+from appliance.retention import StampClock
 from appliance.runtime import Runtime
 from appliance.setup.network import static_address
 from appliance.setup.site import box_name
@@ -71,7 +72,12 @@ def build_services(
     )  # fmt: skip
     return ApiServices(
         registry=registry,
-        results=ResultStore(rt.config.state_dir / "results.db"),
+        # Stamped by the retention floor: a result made while the clock is behind is not pruned
+        # as soon as the clock is set right.
+        results=ResultStore(
+            rt.config.state_dir / "results.db",
+            clock=StampClock(rt.config.state_dir / retention.FILE_NAME),
+        ),
         identity=rt.identity,
         audit=GroupAuditor(rt.audit),
         metrics=Metrics(),

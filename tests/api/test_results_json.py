@@ -50,7 +50,7 @@ def test_the_text_is_what_json_dumps_makes_of_the_outputs(drawn: Any) -> None:
 def test_a_row_keeps_encoded_outputs_as_they_are_and_encodes_others() -> None:
     encoded = outputs_json([{"name": "h", "parameters": {"binary_data_size": 2}}], [b"\x00\x01"])
     assert isinstance(encoded, EncodedJson)
-    assert _row("r", "a", "/x", {}, "0" * 64, encoded)[6] is encoded
-    assert _row("r", "a", "/x", {}, "0" * 64, [{"name": "s", "data": [1.0]}])[6] == (
+    assert _row("r", 0.0, "a", "/x", {}, "0" * 64, encoded)[6] is encoded
+    assert _row("r", 0.0, "a", "/x", {}, "0" * 64, [{"name": "s", "data": [1.0]}])[6] == (
         '[{"name": "s", "data": [1.0]}]'
     )
