@@ -55,6 +55,14 @@ def _boot_id() -> str:
         return ""  # no /proc: every round counts as a first one after a boot, which is safe
 
 
+def _read_state(path: Path) -> dict[str, float | str]:
+    """``retention.json`` as :class:`RetentionClock` saves it; raises OSError, ValueError,
+    KeyError or TypeError when it is missing or damaged."""
+    data = json.loads(path.read_bytes())
+    return {"trusted": float(data["trusted"]), "boot": str(data["boot"]),
+            "uptime": float(data["uptime"])}  # fmt: skip
+
+
 @dataclass
 class RetentionClock:
     """:meth:`now` for housekeeping; the clocks are parameters so that tests can move them."""
@@ -91,9 +99,7 @@ class RetentionClock:
 
     def _load(self) -> dict[str, float | str] | None:
         try:
-            data = json.loads(self.path.read_bytes())
-            return {"trusted": float(data["trusted"]), "boot": str(data["boot"]),
-                    "uptime": float(data["uptime"])}  # fmt: skip
+            return _read_state(self.path)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -137,10 +143,9 @@ class StampClock:
 
     def _read(self, up: float) -> tuple[float, float] | None:
         try:
-            data = json.loads(self.path.read_bytes())
-            trusted, boot = float(data["trusted"]), str(data["boot"])
-            saved_up = float(data["uptime"])
+            saved = _read_state(self.path)
         except (OSError, ValueError, KeyError, TypeError):
             return None  # none yet, or damaged (housekeeping says so): the wall clock alone
+        boot, trusted, saved_up = saved["boot"], float(saved["trusted"]), float(saved["uptime"])
         # Saved in another boot: how long ago is unknown, so it counts from now (never ahead).
         return trusted, (saved_up if boot == self.boot_id() and boot else up)

@@ -190,6 +190,7 @@ class _Handlers:
         self.addresses = PeerAddresses()
         # Bytes of the data set arriving on each association (by id), -1 once aborted.
         self._arriving: dict[int, int] = {}
+        self._cap = transfer_cap(PixelLimits.of(config))
 
     def admits(self, request: Any, client_address: Any) -> bool:
         """Whether a new connection comes from a configured peer's address (the server's
@@ -336,8 +337,7 @@ class _Handlers:
             count += len(value) - 1
             if value[0] & 0x02:  # the data set's last fragment: the next one starts at 0
                 count = 0
-        cap = transfer_cap(PixelLimits.of(self.config))
-        if count <= cap:
+        if count <= self._cap:
             self._arriving[key] = count
             return
         self._arriving[key] = -1
@@ -346,7 +346,7 @@ class _Handlers:
             "dicom: association from AE %r at %s aborted: an instance passed %s as it arrived "
             "(the limit is %s and what metadata may add); if the sending device's images really "
             "are this large, raise dicom_max_instance_bytes in the box's configuration",
-            str(requestor.ae_title).strip(), requestor.address, size_text(cap),
+            str(requestor.ae_title).strip(), requestor.address, size_text(self._cap),
             size_text(self.config.dicom_max_instance_bytes),
         )  # fmt: skip
         event.assoc.abort()  # non-blocking in an event handler: the reader thread ends it
