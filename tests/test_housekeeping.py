@@ -338,6 +338,39 @@ def test_a_result_made_while_the_clock_is_behind_is_not_pruned_once_it_is_set_ri
     results.close()
 
 
+def test_a_study_received_while_the_clock_is_behind_keeps_its_images_once_it_is_set_right(
+    tmp_path: Path, audit: AuditLog
+) -> None:
+    """As for results: a study's images, received and sent while the clock was a year behind,
+    keep their 30 days once the clock is put right, instead of going at the next round."""
+    box = _Box()
+    config = Config(state_dir=tmp_path, studies_retention_days=30)
+    stamp = StampClock(tmp_path / "retention.json", lambda: box.wall, lambda: box.up)
+    store = StudyStore(tmp_path / "dicom", clock=stamp)
+    keeper = Housekeeper(config, audit, None, store, clock=lambda: box.wall,
+                         uptime=lambda: box.up)  # fmt: skip
+    keeper.round()
+    box.run(3600, clock_set=-365 * DAY)
+    study = _study(store, StudyState.DONE)
+    received = store.study(study)
+    assert received is not None and received.last_at == pytest.approx(box.wall + 365 * DAY)
+    box.run(DAY, clock_set=365 * DAY)
+    assert keeper.round().studies == 0
+    assert store.study(study) is not None and all(p.exists() for p in store.instance_files(study))
+    box.run(31 * DAY)
+    assert keeper.round().studies == 1  # after its 30 days, as any study
+    store.close()
+
+
+def test_the_box_stamps_studies_by_the_retention_floor(tmp_path: Path) -> None:
+    store = StudyStore.open(Config(state_dir=tmp_path))
+    try:
+        assert isinstance(store.clock, StampClock)
+        assert store.clock.path == tmp_path / "retention.json"
+    finally:
+        store.close()
+
+
 def test_the_stamp_is_never_ahead_of_a_clock_that_is_right(tmp_path: Path) -> None:
     box = _Box()
     stamp = StampClock(tmp_path / "retention.json", lambda: box.wall, lambda: box.up,

@@ -46,6 +46,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from appliance import retention
 from appliance.config import Config
 from appliance.dicom.checks import InstanceInfo, RefusedInstanceError, StoreStatus
 from appliance.errors import StorageError
@@ -153,8 +154,9 @@ def dicom_dir(config: Config) -> Path:
 class StudyStore:
     """The spool folders and ``studies.db``; safe to use from many threads and processes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
         self.root = root
+        self.clock = clock  # stamps ``last_at``, which retention counts from
         self.spool = root / "spool"
         self.outbox_dir = root / "outbox"
         self.incoming = root / "incoming"
@@ -168,7 +170,10 @@ class StudyStore:
 
     @classmethod
     def open(cls, config: Config) -> StudyStore:
-        return cls(dicom_dir(config))
+        """The box's store; a study's time is stamped by :class:`~appliance.retention.StampClock`
+        (never behind the time retention counts from), so that images received while the clock
+        is behind do not go at the first round after it is set right."""
+        return cls(dicom_dir(config), retention.StampClock(config.state_dir / retention.FILE_NAME))
 
     def close(self) -> None:
         self.db.close()
@@ -225,7 +230,7 @@ class StudyStore:
                     f"cannot write to the DICOM spool {self.spool}: {exc.strerror}.", _FULL_HINT
                 ) from exc
             try:
-                self._index(info, path, calling_ae, time.time())
+                self._index(info, path, calling_ae, self.clock())
             except RefusedInstanceError:
                 path.unlink(missing_ok=True)  # this copy only: the row names the other study's
                 raise
@@ -326,7 +331,7 @@ class StudyStore:
         clock was set back (ADR 0004): its quiet time counts from ``now`` instead, so it closes
         ``quiet_seconds`` later, not once the clock has caught up (a year later, for a year).
         """
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self.transaction():
             ahead = self.execute(
                 "SELECT COUNT(*), MAX(last_at) FROM studies WHERE state = ? AND last_at > ?",
