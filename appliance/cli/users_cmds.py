@@ -54,7 +54,7 @@ def cmd_bootstrap(args: argparse.Namespace, rt: Runtime, who: Principal | None) 
 
 def cmd_list(args: argparse.Namespace, rt: Runtime, who: Principal | None) -> int:
     now = time.time()
-    for a in rt.identity.store.accounts():
+    for a in rt.identity.accounts():
         state = "disabled" if a.disabled else ("LOCKED" if a.locked_until > now else "active")
         print(f"{a.username:<24} {a.role:<12} {state}")
     return 0

@@ -111,7 +111,7 @@ class _RuntimeIdentity:
         self._rt.identity.acknowledge_break_glass(by, use_id)
 
     def accounts(self) -> list[Account]:
-        return self._rt.identity.store.accounts()
+        return self._rt.identity.accounts()
 
     def add_account(self, by: Principal, username: str, role: Role, password: str | None) -> None:
         self._rt.identity.add_account(by, username, role, password)

@@ -48,10 +48,15 @@ def token_ahead(row: TokenRow, now: float) -> SessionExpiredError | None:
     return None
 
 
+def bounded_lockout(locked_until: float, now: float, lockout_s: float) -> float | None:
+    """The end of a lockout set before the clock went back, bounded to ``lockout_s`` from
+    ``now`` (as when it was set), or None when it ends within that already."""
+    return None if locked_until - now <= lockout_s + SLACK_S else now + lockout_s
+
+
 def lockout_end(locked_until: float, now: float, lockout_s: float) -> float | None:
-    """The new end of a lockout set before the clock went back (at most ``lockout_s`` from
-    ``now``, as when it was set), or None when it ends within that already."""
-    if locked_until - now <= lockout_s + SLACK_S:
+    """:func:`bounded_lockout`, saying so in the journal when it bounds one (at a login)."""
+    if bounded_lockout(locked_until, now, lockout_s) is None:
         return None
     log.warning("identity: a lockout ended %.1f days after the time the clock shows: the clock "
                 "was set back; it now ends in %d minutes. %s", (locked_until - now) / _DAY,

@@ -298,6 +298,15 @@ class IdentityService:
 
     # --- login and sessions ---------------------------------------------------------------
 
+    def accounts(self) -> list[Account]:
+        """Every account, its lockout end as a login would enforce it now: a lockout set before
+        the clock went back shows its bounded end, not the stored one a year away."""
+        now, out = self.clock(), []
+        for account in self.store.accounts():
+            end = clockjump.bounded_lockout(account.locked_until, now, self.policy.lockout_s)
+            out.append(account if end is None else replace(account, locked_until=end))
+        return out
+
     def login(
         self, username: str, password: str, *, reason: str | None = None
     ) -> tuple[Principal, IssuedToken]:

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from appliance.audit.records import AuditEvent
+from appliance.console.screens.accounts import state_of
 from appliance.errors import AccountLockedError, AuthenticationError, SessionExpiredError
 from appliance.identity.roles import Principal, Role
 from appliance.identity.service import IdentityService
@@ -59,6 +60,10 @@ def test_clock_set_back_a_year_does_not_lock_an_account_out_for_a_year(
         with pytest.raises(AuthenticationError):
             timed.login("bob", "guess guess guess")
     clock.now -= YEAR
+    # The accounts list (console and `users list`) shows the end a login enforces, not a year on.
+    shown = {a.username: a for a in timed.accounts()}["bob"]
+    assert clock.now < shown.locked_until <= clock.now + timed.policy.lockout_s
+    assert state_of(shown, clock.now).startswith("LOCKED until")
     with pytest.raises(AccountLockedError):  # still locked: for the lockout's length
         timed.login("bob", PASSWORD)
     clock.now += timed.policy.lockout_s + 1
