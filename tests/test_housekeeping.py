@@ -227,6 +227,15 @@ class _Box:
         return RetentionClock(tmp_path / "retention.json", lambda: self.wall, lambda: self.up,
                               lambda: self.boot)  # fmt: skip
 
+    def stamp(self, tmp_path: Path) -> StampClock:
+        """The stamp clock of this boot (the real boot id, as the housekeeper's clock has it)."""
+        return StampClock(tmp_path / "retention.json", lambda: self.wall, lambda: self.up)
+
+    def keeper(self, config: Config, audit: AuditLog, results: ResultStore | None,
+               store: StudyStore | None) -> Housekeeper:  # fmt: skip
+        return Housekeeper(config, audit, results, store, clock=lambda: self.wall,
+                           uptime=lambda: self.up)  # fmt: skip
+
 
 def test_a_clock_set_ten_years_ahead_deletes_nothing_before_its_time(
     tmp_path: Path, key: bytes, swtpm: Swtpm, results: ResultStore, store: StudyStore,
@@ -242,8 +251,7 @@ def test_a_clock_set_ten_years_ahead_deletes_nothing_before_its_time(
         clock=lambda: datetime.fromtimestamp(box.wall, UTC),
     )
     config = Config(state_dir=tmp_path, results_retention_days=90, studies_retention_days=30)
-    keeper = Housekeeper(config, audit, results, store, clock=lambda: box.wall,
-                         uptime=lambda: box.up)  # fmt: skip
+    keeper = box.keeper(config, audit, results, store)
     _put(results, "this morning's")
     study = _study(store, StudyState.DONE)
     for n in range(20):
@@ -320,11 +328,8 @@ def test_a_result_made_while_the_clock_is_behind_is_not_pruned_once_it_is_set_ri
     at the next round; stamped by the retention floor, they keep their 90 days."""
     box = _Box()
     config = Config(state_dir=tmp_path, results_retention_days=90)
-    # This boot's id, as the housekeeper's retention clock has it.
-    stamp = StampClock(tmp_path / "retention.json", lambda: box.wall, lambda: box.up)
-    results = ResultStore(tmp_path / "results.db", clock=stamp)
-    keeper = Housekeeper(config, audit, results, None, clock=lambda: box.wall,
-                         uptime=lambda: box.up)  # fmt: skip
+    results = ResultStore(tmp_path / "results.db", clock=box.stamp(tmp_path))
+    keeper = box.keeper(config, audit, results, None)
     keeper.round()  # the first round: the retention clock trusts the (right) clock
     box.run(3600, clock_set=-365 * DAY)
     _put(results, "made while the clock was behind")
@@ -345,10 +350,8 @@ def test_a_study_received_while_the_clock_is_behind_keeps_its_images_once_it_is_
     keep their 30 days once the clock is put right, instead of going at the next round."""
     box = _Box()
     config = Config(state_dir=tmp_path, studies_retention_days=30)
-    stamp = StampClock(tmp_path / "retention.json", lambda: box.wall, lambda: box.up)
-    store = StudyStore(tmp_path / "dicom", clock=stamp)
-    keeper = Housekeeper(config, audit, None, store, clock=lambda: box.wall,
-                         uptime=lambda: box.up)  # fmt: skip
+    store = StudyStore(tmp_path / "dicom", clock=box.stamp(tmp_path))
+    keeper = box.keeper(config, audit, None, store)
     keeper.round()
     box.run(3600, clock_set=-365 * DAY)
     study = _study(store, StudyState.DONE)
