@@ -15,6 +15,11 @@ a 413; not complete within the body timeout of those checks (begun or not) is a 
 with ``Connection: close`` and logged as a warning (who, what, how much came in how long). Both
 are raised to the route as errors, which the app's handlers answer. Once the body is complete,
 the route may take as long as it needs.
+
+A client that hangs up before its body is complete (a PACS that gives up, a load generator at the
+end of its run) is no fault of the box's: nothing of the request ran, nobody waits for an answer.
+Starlette raises ``ClientDisconnect`` through the route; the gate ends the request there with one
+INFO line (who, what, how much came), where uvicorn would log a traceback as for a bug.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from appliance.api.deps import bearer_token
 from appliance.api.tensors import InputError
@@ -79,7 +85,14 @@ class RequestGate:
         # no fault of the client's (its body waits meanwhile in uvicorn's bounded buffer).
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         body = _Body(receive, self.limit, deadline, self.body_timeout_s, scope, headers)
-        await self.app(scope, body.receive, body.send_to(send))
+        try:
+            await self.app(scope, body.receive, body.send_to(send))
+        except ClientDisconnect:
+            if not body.gone:
+                raise  # not the body's disconnect: a route's own affair, reported as it is
+        if body.gone:  # raised, or turned into an answer nobody reads (FastAPI's 400)
+            log.info("api: the client of %s went away after %s; nothing of the request ran",
+                     *body.described())  # fmt: skip
 
     def _declared_too_large(self, headers: Headers) -> ApplianceError | None:
         declared = headers.get("content-length")
@@ -116,6 +129,7 @@ class _Body:
         self.seen = 0
         self.complete = not _has_body(headers)
         self.expired = False
+        self.gone = False  # the client hung up before the body was complete
 
     async def receive(self) -> Message:
         if self.complete:  # after the body: only a disconnect comes, whenever it comes
@@ -129,6 +143,8 @@ class _Body:
             self.expired = True
             self._log_late()
             raise self._late() from None
+        if message["type"] == "http.disconnect":
+            self.gone = True
         self.seen += len(message.get("body", b""))
         if self.seen > self.limit:
             raise BodyTooLargeError(
@@ -146,8 +162,15 @@ class _Body:
         )
 
     def _log_late(self) -> None:
-        """Warn of the 408: the client, the method and path, how much of the body came in how
-        long. Never the body, nor the query string: either may carry PHI."""
+        """Warn of the 408 (see :meth:`described`)."""
+        request, came = self.described()
+        took = asyncio.get_running_loop().time() - (self.deadline - self.timeout_s)
+        log.warning("api: answering 408 to %s and closing the connection: %s arrived in %.1f s",
+                    request, came, took)  # fmt: skip
+
+    def described(self) -> tuple[str, str]:
+        """The request for a log line (the method and path, the client) and how much of its body
+        came. Never the body, nor the query string: either may carry PHI."""
         address = self.scope.get("client")
         client = "%s:%d" % address if address else "a client"  # noqa: UP031
         # uvicorn percent-decodes the path: escaped, a "%0A" in it cannot start a forged line.
@@ -158,11 +181,7 @@ class _Body:
             if declared.isascii() and declared.isdigit()
             else f"{self.seen} body bytes (no length announced)"
         )
-        took = asyncio.get_running_loop().time() - (self.deadline - self.timeout_s)
-        log.warning(
-            "api: answering 408 to %s %s from %s and closing the connection: %s arrived in %.1f s",
-            self.scope["method"], path, client, came, took,
-        )  # fmt: skip
+        return f"{self.scope['method']} {path} from {client}", came
 
     def send_to(self, send: Send) -> Send:
         """``send`` that closes the connection after an answer sent before the whole body was

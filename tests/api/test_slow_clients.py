@@ -318,3 +318,43 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(
             closed = True
     assert closed, f"the server still reads headers after {WAIT_S:g} s"
     assert_served(served)
+
+
+@pytest.mark.parametrize("sent", [0.5, 0.0], ids=["stops-mid-body", "body-never-starts"])
+@pytest.mark.parametrize(
+    "path", ["/v2/models/risk-demo/infer", "/v1/tasks/risk-score", "/v1/tasks/studies"]
+)
+def test_a_client_gone_before_its_body_is_complete_is_one_log_line_not_a_traceback(
+    served: Served,
+    sockets: list[ssl.SSLSocket],
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    sent: float,
+) -> None:
+    """A load generator that stops (wrk at the end of its run) or a PACS that hangs up closes
+    connections in the middle of a body. Starlette raised ClientDisconnect through the app, and
+    uvicorn logged "Exception in ASGI application" with a 60-line traceback, as for a bug: the
+    journal of a box with a flaky client filled with false alarms. Nothing of the request ran."""
+    body = infer_body()
+    before = len(list(served.rt.audit.records()))
+    with caplog.at_level(logging.INFO):
+        sock = connect(served, sockets)
+        start_request(sock, path, len(body), f"Bearer {served.tokens[Role.SERVICE]}",
+                      body[: int(len(body) * sent)])  # fmt: skip
+        host, port = sock.getsockname()[:2]
+        time.sleep(0.2)  # the request reaches the route, which waits for the body's rest
+        sock.close()
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline and "went away" not in caplog.text:
+            time.sleep(0.05)
+        new = list(served.rt.audit.records())[before:]
+        assert_served(served)
+    assert not new, [(r.event, r.actor) for r in new]  # nothing ran, so nothing is recorded
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelno == logging.INFO, caplog.text
+    line = gone[0].getMessage()
+    assert f"POST {path} from {host}:{port}" in line, line
+    assert f"after {int(len(body) * sent)} of the {len(body)} announced body bytes" in line, line
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert "Traceback" not in caplog.text
