@@ -7,7 +7,11 @@ file's size after it and the newest checkpoint's seq, HMAC-signed with the audit
 without a head is always a deleted head, never a new log.
 
 **One append**, under an exclusive ``flock`` on ``.lock`` (several processes append to one
-folder): read and check head.json (never in-memory state); repair the tail (below); if
+folder): read and check head.json; repair the tail (below). The one shortcut: when head.json is
+still the very file this process renamed into place (same inode, same change time, which no
+write, rename or ``touch`` leaves alone) and the log file still has the size it names, with no
+later file, nothing was written since, and the head this process signed is used without reading
+it back (about 0.3 ms of each commit in the served API). Then, if
 ``checkpoint_every`` records followed the last checkpoint, or the file is ``max_file_bytes`` or
 more, write a checkpoint first (at rotation it is the old file's last record, and the next record
 opens the next file with ``prev`` = that checkpoint's hash); write the line with one ``os.write``
@@ -65,6 +69,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from os import stat_result
 from pathlib import Path
 from typing import Protocol, Required, TypedDict, Unpack
 
@@ -190,6 +195,8 @@ class AuditLog:
         self._retention = timedelta(days=retention_days)
         self._clock = clock
         self._pool: ThreadPoolExecutor | None = None
+        # The head this process last wrote, and head.json's identity just after (see _load).
+        self._mine: tuple[tuple[int, ...], Head] | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -328,8 +335,8 @@ class AuditLog:
         )  # fmt: skip
         mark = record.seq if checkpoint else head.checkpoint
         sign = functools.partial(self._sign, record.seq, record.hash, name, mark)
-        return record, append_with_head(self.directory / name, record.to_line(), sign,
-                                        self._fsyncer())  # fmt: skip
+        head = append_with_head(self.directory / name, record.to_line(), sign, self._fsyncer())
+        return record, self._remember(head)
 
     def _write_batch(self, head: Head, drafts: Sequence[AuditDraft]) -> list[AuditRecord]:
         """Write ``drafts`` after ``head``: one write, fsync and head per run of records that
@@ -357,6 +364,7 @@ class AuditLog:
                 seq, prev, size = record.seq, record.hash, size + len(line)
             sign = functools.partial(self._sign, seq, prev, name, head.checkpoint)
             head = append_with_head(self.directory / name, b"".join(lines), sign, self._fsyncer())
+            self._remember(head)
         return out
 
     def _sign(self, seq: int, hash: str, file: str, checkpoint: int, size: int) -> Head:
@@ -394,9 +402,34 @@ class AuditLog:
         except RecordFormatError as exc:
             raise StorageError(f"{path} is not valid: {exc}.", TAMPER_HINT) from exc
 
+    def _remember(self, head: Head) -> Head:
+        """Note ``head``, just renamed into place by this process, and head.json's identity."""
+        try:
+            self._mine = (_identity((self.directory / HEAD_NAME).stat()), head)
+        except OSError:
+            self._mine = None
+        return head
+
+    def _unchanged(self, files: list[str]) -> Head | None:
+        """The head this process wrote last, if nothing was written to the log since: head.json
+        is the same file (inode and change time), the log's last file is the head's and has the
+        size it names. Any append, repair, rotation or edit by anyone fails one of these."""
+        if self._mine is None or not files:
+            return None
+        identity, head = self._mine
+        try:
+            same = _identity((self.directory / HEAD_NAME).stat()) == identity
+            sized = same and (self.directory / head.file).stat().st_size == head.size
+        except OSError:
+            return None
+        return head if sized and files[-1] == head.file else None
+
     def _load(self) -> Head:
         """The head, written if new, with any unacknowledged tail removed."""
         files = log_files(self.directory)
+        if (mine := self._unchanged(files)) is not None:
+            return mine
+        self._mine = None
         head = self._read_head(files)
         if not (self.directory / HEAD_NAME).exists():
             atomic_write(self.directory / HEAD_NAME, head.to_bytes())
@@ -429,6 +462,12 @@ class AuditLog:
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot delete {path}: {exc.strerror}.", DISK_HINT) from exc
+
+
+def _identity(st: stat_result) -> tuple[int, ...]:
+    """What changes whenever a file is replaced or written: a rename brings another inode, a
+    write or ``utime`` moves the change time (which no call can set back)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def verify(directory: Path, key: bytes, anchor: CheckpointAnchor | None) -> VerifyReport:

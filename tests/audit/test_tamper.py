@@ -213,6 +213,27 @@ def test_older_head_restored_without_truncating_is_detected(
         log.append(AuditEvent.LOGIN, actor="z", outcome=Outcome.SUCCESS)
 
 
+def test_older_head_written_in_place_with_its_times_set_back_is_detected(
+    log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
+) -> None:
+    """An append takes the head it wrote itself without reading head.json back while head.json
+    is that very file (log.py). An attacker who writes an older head into the same inode, with
+    the same size, and sets its times back as they were still changes its change time: the
+    append reads the file and refuses."""
+    path = log.directory / "head.json"
+    older = path.read_bytes()
+    for _ in range(2):
+        log.append(AuditEvent.LOGIN, actor="z", outcome=Outcome.SUCCESS)
+    newer = path.stat()
+    assert len(older) == newer.st_size  # same length: only the times could tell
+    with path.open("r+b") as fh:  # the same inode, rewritten
+        fh.write(older)
+    os.utime(path, ns=(newer.st_atime_ns, newer.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (newer.st_ino, newer.st_mtime_ns)
+    with pytest.raises(StorageError, match="more than one unacknowledged line"):
+        log.append(AuditEvent.LOGIN, actor="z", outcome=Outcome.SUCCESS)
+
+
 def test_file_from_another_log_with_another_key_is_detected(
     tmp_path: Path, log: AuditLog, key: bytes, anchor: TpmCheckpointAnchor
 ) -> None:
