@@ -414,7 +414,7 @@ class AuditLog:
         """The head this process wrote last, if nothing was written to the log since: head.json
         is the same file (inode and change time), the log's last file is the head's and has the
         size it names. Any append, repair, rotation or edit by anyone fails one of these."""
-        if self._mine is None or not files:
+        if self._mine is None or not files or files[-1] != self._mine[1].file:
             return None
         identity, head = self._mine
         try:
@@ -422,7 +422,7 @@ class AuditLog:
             sized = same and (self.directory / head.file).stat().st_size == head.size
         except OSError:
             return None
-        return head if sized and files[-1] == head.file else None
+        return head if sized else None
 
     def _load(self) -> Head:
         """The head, written if new, with any unacknowledged tail removed."""

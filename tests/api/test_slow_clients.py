@@ -30,6 +30,13 @@ BODY_ROUTES = [
     "/v2/models/risk-demo/infer", "/v1/tasks/risk-score", "/v1/tasks/notes",
     "/v1/tasks/risk-score/news2",
 ]  # fmt: skip
+# A body cut short: half of it sent, or none; on a route of each kind (v2, task, studies).
+BODY_STOPS = pytest.mark.parametrize(
+    "sent", [0.5, 0.0], ids=["stops-mid-body", "body-never-starts"]
+)
+STALLED_ROUTES = pytest.mark.parametrize(
+    "path", ["/v2/models/risk-demo/infer", "/v1/tasks/risk-score", "/v1/tasks/studies"]
+)
 WAIT_S = 10.0  # how long a test waits for an answer the server owes it now
 BODY_TIMEOUT_S = 2.0  # api_body_timeout_seconds on the served box
 
@@ -192,10 +199,8 @@ def assert_served(served: Served) -> None:
         assert answer.status_code == 200, answer.text
 
 
-@pytest.mark.parametrize("sent", [0.5, 0.0], ids=["stops-mid-body", "body-never-starts"])
-@pytest.mark.parametrize(
-    "path", ["/v2/models/risk-demo/infer", "/v1/tasks/risk-score", "/v1/tasks/studies"]
-)
+@BODY_STOPS
+@STALLED_ROUTES
 def test_a_body_that_stops_arriving_is_a_408_and_others_are_served_meanwhile(
     served: Served, sockets: list[ssl.SSLSocket], path: str, sent: float
 ) -> None:
@@ -320,10 +325,8 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(
     assert_served(served)
 
 
-@pytest.mark.parametrize("sent", [0.5, 0.0], ids=["stops-mid-body", "body-never-starts"])
-@pytest.mark.parametrize(
-    "path", ["/v2/models/risk-demo/infer", "/v1/tasks/risk-score", "/v1/tasks/studies"]
-)
+@BODY_STOPS
+@STALLED_ROUTES
 def test_a_client_gone_before_its_body_is_complete_is_one_log_line_not_a_traceback(
     served: Served,
     sockets: list[ssl.SSLSocket],
